@@ -1,0 +1,76 @@
+"""Batching: which examples form each global batch, and which part of it this process reads.
+
+All six benchmarks fit in host memory as uint8 arrays (:func:`cac_jax.data.load_open_set`), so a
+batch is a fancy-index of those arrays. Every process computes the same global order (a pure
+function of ``seed`` and ``epoch``) and takes its own contiguous slice of each global batch:
+process p of P gets positions ``[p·B/P, (p+1)·B/P)`` of a global batch of size B.
+
+Training: ``shuffle=True, drop_remainder=True`` — ``n // B`` full batches per epoch.
+Evaluation: ``shuffle=False, drop_remainder=False`` — the last global batch is *shorter*; each
+process gets its slice of it (possibly shorter than B/P, or empty). The caller pads it with
+:func:`pad_batch`, which also returns the mask of real examples.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+
+
+def epoch_order(num_examples: int, *, seed: int, epoch: int, shuffle: bool = True) -> np.ndarray:
+    """Order of the examples in ``epoch``: a permutation drawn from PCG64(SeedSequence([seed, epoch])), or 0..n−1."""
+    if not shuffle:
+        return np.arange(num_examples, dtype=np.int64)
+    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(seed), int(epoch)])))
+    # argsort of raw doubles: stable across NumPy versions (see cac_jax.data.trainval).
+    return np.argsort(rng.random(num_examples), kind="stable").astype(np.int64)
+
+
+def num_batches(num_examples: int, global_batch_size: int, *, drop_remainder: bool = True) -> int:
+    """Global batches per epoch."""
+    full, rest = divmod(num_examples, global_batch_size)
+    return full + (1 if rest and not drop_remainder else 0)
+
+
+def batch_indices(
+    num_examples: int,
+    global_batch_size: int,
+    *,
+    seed: int,
+    epoch: int,
+    shuffle: bool = True,
+    drop_remainder: bool = True,
+    process_index: int = 0,
+    process_count: int = 1,
+) -> Iterator[np.ndarray]:
+    """Yield, for each global batch of the epoch, this process's slice of its example indices (int64).
+
+    Raises ValueError if ``global_batch_size`` is not a positive multiple of ``process_count``, or
+    ``process_index`` is not in ``0..process_count−1``. With ``drop_remainder=True`` every slice
+    has ``global_batch_size // process_count`` entries.
+    """
+    if num_examples < 0:
+        raise ValueError(f"num_examples must be >= 0, got {num_examples}")
+    if process_count < 1 or not 0 <= process_index < process_count:
+        raise ValueError(f"process_index must lie in 0..{process_count - 1}, got {process_index} (process_count {process_count})")
+    if global_batch_size < 1 or global_batch_size % process_count:
+        raise ValueError(
+            f"global_batch_size {global_batch_size} must be a positive multiple of the process count {process_count}"
+        )
+    local = global_batch_size // process_count
+    order = epoch_order(num_examples, seed=seed, epoch=epoch, shuffle=shuffle)
+    for b in range(num_batches(num_examples, global_batch_size, drop_remainder=drop_remainder)):
+        batch = order[b * global_batch_size : (b + 1) * global_batch_size]
+        yield batch[process_index * local : (process_index + 1) * local]
+
+
+def pad_batch(indices: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pad ``indices`` to ``size`` by repeating index 0 (any valid one would do); also return the
+    boolean mask of real entries, so padded examples can be left out of sums and means."""
+    indices = np.asarray(indices, dtype=np.int64)
+    if len(indices) > size:
+        raise ValueError(f"cannot pad {len(indices)} indices to the smaller size {size}")
+    mask = np.zeros(size, dtype=bool)
+    mask[: len(indices)] = True
+    return np.concatenate([indices, np.zeros(size - len(indices), np.int64)]), mask
