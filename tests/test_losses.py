@@ -230,3 +230,18 @@ def test_bfloat16_logits_are_upcast():
 def test_bad_input_has_clear_message(call, message):
     with pytest.raises((ValueError, TypeError), match=message):
         call()
+
+
+@SETTINGS
+@given(st.sampled_from([1, 5]), st.sampled_from([2, 7, 31]), st.sampled_from([1, 3, 10]), st.integers(0, 2**32 - 1))
+def test_distance_gradients_match_autodiff_of_the_direct_formula(b, n, m, seed):
+    """distances() has a hand-written backward pass (autodiff of the vmapped kernel would materialise a
+    (B, M, N) buffer); it must agree with autodiff of sqrt(sum((z - c)^2)) for logits and anchors."""
+    rng = np.random.default_rng(seed)
+    z = jnp.asarray(rng.normal(size=(b, n)) * 3, jnp.float32)
+    c = jnp.asarray(rng.normal(size=(m, n)) * 3, jnp.float32)
+    weights = jnp.asarray(rng.normal(size=(b, m)), jnp.float32)
+    ours = jax.grad(lambda z, c: jnp.sum(weights * losses.distances(z, c)), (0, 1))(z, c)
+    direct = jax.grad(lambda z, c: jnp.sum(weights * jnp.sqrt(jnp.sum((z[:, None] - c[None]) ** 2, -1))), (0, 1))(z, c)
+    for o, d in zip(ours, direct):
+        np.testing.assert_allclose(o, d, rtol=1e-4, atol=1e-5)
