@@ -31,8 +31,9 @@ def anchors(num_classes, alpha=10.0, dtype=jnp.float32):
 def safe_sqrt(squared):
     """sqrt with gradient 0 at 0 (as PyTorch's norm backward) instead of inf, so a logit vector
     sitting exactly on an anchor never yields a NaN gradient."""
-    positive = squared > 0
-    return jnp.where(positive, jnp.sqrt(jnp.where(positive, squared, 1.0)), 0.0)
+    # Test for exact zero (not "> 0") so that a NaN input stays NaN instead of becoming distance 0.
+    zero = squared == 0
+    return jnp.where(zero, 0.0, jnp.sqrt(jnp.where(zero, 1.0, squared)))
 
 
 def _compute_dtype(logits):

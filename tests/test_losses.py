@@ -245,3 +245,8 @@ def test_distance_gradients_match_autodiff_of_the_direct_formula(b, n, m, seed):
     direct = jax.grad(lambda z, c: jnp.sum(weights * jnp.sqrt(jnp.sum((z[:, None] - c[None]) ** 2, -1))), (0, 1))(z, c)
     for o, d in zip(ours, direct):
         np.testing.assert_allclose(o, d, rtol=1e-4, atol=1e-5)
+
+
+def test_nan_logits_give_nan_loss_not_a_finite_value():
+    total, anchor_term, _ = losses.cac_loss(jnp.array([[jnp.nan, 0.0]]), jnp.array([0]))
+    assert np.isnan(total) and np.isnan(anchor_term)

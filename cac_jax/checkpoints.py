@@ -1,0 +1,89 @@
+"""Orbax checkpoints of one training stage: ``latest`` (for resuming) and ``best`` (for stage 2 and eval).
+
+Layout: ``<workdir>/checkpoints/stage<s>/{latest,best}/<step>/{state,meta}``, one step kept in each.
+``state`` is the whole train state (params, BatchNorm statistics, anchors, optimiser state, step);
+``meta`` (JSON) holds where the run stands (epochs done, best-so-far value and epoch, finished flag)
+and a *signature* of the network (model, method, number of classes, input size and channels) that is
+compared with the config before anything is restored, so an unfitting checkpoint is a clear
+``ValueError`` rather than a shape error from deep inside Orbax.
+Saves are synchronous: once ``save`` returns, a killed run can resume from that checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+from flax import serialization
+
+KINDS = ("latest", "best")
+
+
+def signature(cfg, num_classes: int, image_size: int, channels: int) -> dict[str, Any]:
+    """What a checkpoint's shapes depend on; must match between the checkpoint and the config."""
+    return {"model": cfg.model, "method": cfg.method, "num_classes": int(num_classes),
+            "image_size": int(image_size), "channels": int(channels)}
+
+
+def check_signature(found: dict, expected: dict, where: str) -> None:
+    diffs = [f"{k}: checkpoint {found.get(k)!r} vs config {v!r}" for k, v in expected.items() if found.get(k) != v]
+    if diffs:
+        raise ValueError(f"the checkpoint in {where} does not fit the config ({'; '.join(diffs)}); "
+                         f"use another --workdir or the config it was trained with")
+
+
+class StageCheckpoints:
+    """The ``latest`` and ``best`` checkpoints of one stage of one run."""
+
+    def __init__(self, workdir: str, stage: int):
+        self.root = os.path.join(os.path.abspath(workdir), "checkpoints", f"stage{stage}")
+        self._managers: dict[str, ocp.CheckpointManager] = {}
+
+    def _manager(self, kind: str) -> ocp.CheckpointManager:
+        if kind not in KINDS:
+            raise ValueError(f"checkpoint kind {kind!r} is not one of {KINDS}")
+        if kind not in self._managers:
+            options = ocp.CheckpointManagerOptions(max_to_keep=1, enable_async_checkpointing=False, create=True)
+            self._managers[kind] = ocp.CheckpointManager(os.path.join(self.root, kind), options=options,
+                                                         item_names=("state", "meta"))
+        return self._managers[kind]
+
+    def exists(self, kind: str) -> bool:
+        return os.path.isdir(os.path.join(self.root, kind)) and self._manager(kind).latest_step() is not None
+
+    def save(self, kind: str, state, meta: dict) -> None:
+        mngr = self._manager(kind)
+        step = int(jax.device_get(state.step))
+        args = ocp.args.Composite(state=ocp.args.StandardSave(serialization.to_state_dict(state)),
+                                  meta=ocp.args.JsonSave(meta))
+        mngr.save(step, args=args, force=True)
+        mngr.wait_until_finished()
+
+    def meta(self, kind: str) -> dict | None:
+        if not self.exists(kind):
+            return None
+        mngr = self._manager(kind)
+        return mngr.restore(mngr.latest_step(), args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+
+    def restore(self, kind: str, target, expected_signature: dict) -> tuple[Any, dict]:
+        """(state shaped and sharded like ``target``, meta); ValueError if it does not fit."""
+        meta = self.meta(kind)
+        where = os.path.join(self.root, kind)
+        if meta is None:
+            raise FileNotFoundError(f"no checkpoint in {where}")
+        check_signature(meta.get("signature", {}), expected_signature, where)
+        target_dict = serialization.to_state_dict(target)
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target_dict)
+        mngr = self._manager(kind)
+        try:
+            restored = mngr.restore(mngr.latest_step(),
+                                    args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))["state"]
+        except (ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"the checkpoint in {where} does not fit the config: {e}") from None
+        return serialization.from_state_dict(target, restored), meta
+
+    def close(self) -> None:
+        for mngr in self._managers.values():
+            mngr.close()

@@ -1,0 +1,163 @@
+"""Run configuration: one frozen dataclass fully describes a training run.
+
+Every experiment module (``experiments/<name>.py``) returns a :class:`Config` from ``get_config()``;
+the command line overrides single fields with ``--set key=value`` (parsed by the field's type, see
+:func:`parse_override`). The resolved config is written to ``<workdir>/config.json`` and embedded
+in ``results.json``, so a run can be re-evaluated or resumed from its work directory alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import os
+import types
+import typing
+from typing import Any
+
+METHODS = ("cac", "cac_learnt", "ce_msp", "ce_max_logit", "ce_distance")
+MODELS = ("cac_cnn", "small_cnn")
+STAGES = ("both", "1", "2")
+DTYPES = ("float32", "bfloat16")
+EXPERIMENTS = ("digits", "mnist", "svhn", "cifar10", "cifar_plus_10", "cifar_plus_50", "tiny_imagenet")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Everything a run depends on. Tuples (not lists) keep instances hashable."""
+
+    experiment: str = "digits"
+    dataset: str = "digits"
+    trial: int = 0
+    split_family: str = "neal2018"
+    data_dir: str | None = None  # TFDS data directory (prepared datasets only; nothing is downloaded)
+    npz_path: str | None = None  # a local .npz in the Keras layout (mnist.npz, cifar10_jpeg.npz, ...)
+    manual_dir: str | None = None  # manually placed archives (TinyImageNet)
+    trainval_file: str | None = None  # the original's trainval_idxs.json, to reuse its exact val split
+    method: str = "cac"  # training objective and head: see cac_jax.objectives
+    model: str = "small_cnn"  # "cac_cnn": the paper's encoder; "small_cnn": a small net for 8x8 digits
+    alpha: float = 10.0  # anchor magnitude: anchors are alpha * I
+    lbda: float = 0.1  # weight of the anchor term: L = lbda * L_A + L_T
+    batch_size: int = 64  # global batch, whatever the device count
+    learning_rates: tuple[float, ...] = (0.01, 0.001)  # one constant lr per stage
+    epochs: tuple[int, ...] = (30, 10)  # epochs of each stage
+    weight_decay: float = 5e-6  # PyTorch-style coupled L2 (added to the gradient before momentum)
+    momentum: float = 0.9
+    dropout: float = 0.2  # channel (Dropout2d) rate at the end of each encoder block
+    seed: int = 0
+    workdir: str | None = None  # None -> runs/<experiment>/trial<trial>
+    stages: str = "both"  # "both", or "1"/"2" to run one stage alone
+    log_every_steps: int = 50
+    checkpoint_every_steps: int = 0  # 0: save "latest" at epoch ends only
+    eval_batch_size: int = 512
+    anchor_flip: bool | None = None  # add h-flipped copies when computing class means; None: dataset default
+    num_devices: int | None = None  # None: all devices
+    distributed: bool = False  # call jax.distributed.initialize() (multi-host)
+    dtype: str = "float32"  # compute dtype of the network ("bfloat16" keeps float32 params and BN stats)
+    progress: bool = True  # tqdm progress bars
+
+    def __post_init__(self):
+        _check_choice("method", self.method, METHODS)
+        _check_choice("model", self.model, MODELS)
+        _check_choice("stages", self.stages, STAGES)
+        _check_choice("dtype", self.dtype, DTYPES)
+        if len(self.learning_rates) != 2 or len(self.epochs) != 2:
+            raise ValueError(
+                f"learning_rates and epochs need one value per stage (2 each); got "
+                f"learning_rates={self.learning_rates}, epochs={self.epochs}")
+        if any(e < 0 for e in self.epochs):
+            raise ValueError(f"epochs must be >= 0, got {self.epochs}")
+        for name in ("batch_size", "eval_batch_size", "log_every_steps"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.num_devices is not None and self.num_devices <= 0:
+            raise ValueError(f"num_devices must be positive or None, got {self.num_devices}")
+
+    @property
+    def resolved_workdir(self) -> str:
+        return self.workdir or os.path.join("runs", self.experiment, f"trial{self.trial}")
+
+    def replace(self, **changes) -> "Config":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Config":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown config keys {unknown}; valid keys: {sorted(names)}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+def _check_choice(name, value, choices):
+    if value not in choices:
+        raise ValueError(f"{name}={value!r} is not one of {choices}")
+
+
+def save_config(cfg: Config, path: str) -> None:
+    with open(path, "w") as f:
+        json.dump(cfg.to_dict(), f, indent=2, sort_keys=True)
+        f.write("\n")
+
+
+def load_config(path: str) -> Config:
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no config at {path}: is this a cac-jax work directory?")
+    with open(path) as f:
+        return Config.from_dict(json.load(f))
+
+
+def get_experiment(name: str) -> Config:
+    """``experiments.<name>.get_config()``, with a clear error for an unknown name."""
+    if name not in EXPERIMENTS:
+        raise ValueError(f"unknown experiment {name!r}; choose one of {EXPERIMENTS}")
+    return importlib.import_module(f"experiments.{name}").get_config()
+
+
+def _parse_scalar(text: str, typ, key: str):
+    if typ is bool:
+        low = text.strip().lower()
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"--set {key}={text}: expected true/false")
+    try:
+        return typ(text.strip())
+    except ValueError:
+        raise ValueError(f"--set {key}={text}: expected a value of type {typ.__name__}") from None
+
+
+def parse_value(key: str, text: str) -> Any:
+    """Parse ``text`` as the type of field ``key``: tuples are comma-separated, ``none`` is None."""
+    hints = typing.get_type_hints(Config)
+    if key not in hints:
+        raise ValueError(f"unknown config key {key!r}; valid keys: {sorted(hints)}")
+    typ = hints[key]
+    args = typing.get_args(typ)
+    if typing.get_origin(typ) in (typing.Union, types.UnionType):  # "X | None"
+        if text.strip().lower() in ("none", "null", ""):
+            return None
+        typ = next(a for a in args if a is not type(None))
+        args = typing.get_args(typ)
+    if typing.get_origin(typ) is tuple:
+        return tuple(_parse_scalar(t, args[0], key) for t in text.split(",") if t.strip())
+    return _parse_scalar(text, typ, key)
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """``"key=value"`` -> (key, parsed value)."""
+    if "=" not in item:
+        raise ValueError(f"--set expects key=value, got {item!r}")
+    key, text = item.split("=", 1)
+    key = key.strip()
+    return key, parse_value(key, text)
+
+
+def apply_overrides(cfg: Config, items: typing.Iterable[str]) -> Config:
+    changes = dict(parse_override(item) for item in items)
+    return cfg.replace(**changes) if changes else cfg

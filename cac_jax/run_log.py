@@ -1,0 +1,47 @@
+"""Metrics sink: one JSON object per line in ``<workdir>/metrics.jsonl``, plus TensorBoard if available.
+
+TensorBoard event files are written when ``tensorboardX`` or ``torch.utils.tensorboard`` is importable
+(neither is a dependency); otherwise only the JSONL file is written. Only process 0 writes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+
+
+def _tensorboard_writer(logdir: str):
+    for module in ("tensorboardX", "torch.utils.tensorboard"):
+        try:
+            return __import__(module, fromlist=["SummaryWriter"]).SummaryWriter(logdir)
+        except ImportError:
+            continue
+    return None
+
+
+class RunLog:
+    def __init__(self, workdir: str):
+        self._active = jax.process_index() == 0
+        if self._active:
+            os.makedirs(workdir, exist_ok=True)
+        self._file = open(os.path.join(workdir, "metrics.jsonl"), "a") if self._active else None
+        self._tb = _tensorboard_writer(os.path.join(workdir, "tensorboard")) if self._active else None
+
+    def write(self, record: dict) -> None:
+        """``record`` needs a ``kind`` ("train" or "epoch") and a ``step``; numbers go to TensorBoard."""
+        if not self._active:
+            return
+        self._file.write(json.dumps(record, sort_keys=True) + "\n")
+        self._file.flush()
+        if self._tb is not None:
+            for k, v in record.items():
+                if isinstance(v, (int, float)) and k not in ("step", "stage", "epoch"):
+                    self._tb.add_scalar(f"{record['kind']}/{k}", v, record["global_step"])
+
+    def close(self) -> None:
+        if self._file:
+            self._file.close()
+        if self._tb is not None:
+            self._tb.close()

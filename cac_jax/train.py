@@ -1,0 +1,390 @@
+"""The sharded train step and the two-stage training loop (SPEC.md §4), then evaluation.
+
+Stage 1 trains from a fresh initialisation with lr[0] for epochs[0] epochs; stage 2 restarts from
+stage 1's *best* checkpoint (lowest val anchor loss) with a fresh optimiser (zero momentum) and
+lr[1] for epochs[1] more epochs, its epoch counter continuing from that checkpoint's epoch; the
+best-so-far tracker restarts with each stage. ``stages="both"`` runs both; "1" or "2" one alone.
+
+Parallelism: one ``jax.jit`` train step with donated state over a 1-D ``data`` mesh, parameters
+replicated and every global batch split across devices, so the global batch (and thus the batch
+over which BatchNorm computes its statistics) is ``batch_size`` whatever the device count.
+Augmentation runs inside the step. Its randomness and the dropout's come from
+``fold_in(fold_in(key(seed), stage), step)`` and the data order from (seed, stage, epoch), so a run
+resumed from a checkpoint replays exactly what an uninterrupted run would have done.
+
+Metrics accumulate on device and are read only every ``log_every_steps`` steps and at epoch ends;
+that read is also where a non-finite loss stops the run (the last checkpoint stays the last good one).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import itertools
+import json
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from tqdm import tqdm
+
+from cac_jax import checkpoints, evaluate, models, objectives, train_state
+from cac_jax import mesh as mesh_lib
+from cac_jax.config import Config, save_config
+from cac_jax.run_log import RunLog
+
+# Config fields that may differ when a run in an existing work directory is resumed or re-evaluated.
+RESUMABLE_CHANGES = ("workdir", "progress", "log_every_steps", "checkpoint_every_steps", "data_dir", "npz_path",
+                     "manual_dir", "num_devices", "distributed", "eval_batch_size", "stages")
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+class WorkdirError(RuntimeError):
+    """The work directory holds another run, or already the finished results of this one."""
+
+
+@dataclasses.dataclass
+class Context:
+    """What every stage shares: config, data, network, mesh, compiled steps."""
+
+    cfg: Config
+    data: object
+    model: models.OpenSetClassifier
+    mesh: object
+    signature: dict
+    steps_per_epoch: int
+    train_step: object
+    val_step: object
+
+
+def load_data(cfg: Config):
+    from cac_jax import data as data_lib
+
+    return data_lib.load_open_set(cfg.dataset, cfg.trial, family=cfg.split_family, data_dir=cfg.data_dir,
+                                  npz_path=cfg.npz_path, manual_dir=cfg.manual_dir, trainval_file=cfg.trainval_file)
+
+
+def build_model(cfg: Config, data) -> models.OpenSetClassifier:
+    return models.create_model(model=cfg.model, method=cfg.method, num_classes=data.num_classes,
+                               image_size=data.image_size, dropout=cfg.dropout, alpha=cfg.alpha, dtype=cfg.dtype)
+
+
+def _zero_metrics(method: str) -> dict:
+    names = ["loss", "correct", "count", "nonfinite"] + (["anchor", "tuplet"] if objectives.is_cac(method) else [])
+    return {k: jnp.zeros((), jnp.float32) for k in names}
+
+
+def make_train_step(model, cfg: Config, data, mesh):
+    """jit(step)(state, metric_sums, images_uint8, labels, stage_key) -> (state, metric_sums); state donated."""
+    aug = (("image_size", data.image_size), ("scale_min", data.scale_min), ("flip", data.flip),
+           ("rotate", data.rotate), ("mean", tuple(data.mean)), ("std", tuple(data.std)))
+    return _train_step(model, cfg.method, cfg.lbda, cfg.alpha, cfg.dtype, aug, mesh)
+
+
+@functools.lru_cache(maxsize=None)  # one compilation per process for all stages and resumes
+def _train_step(model, method, lbda, alpha, dtype, aug, mesh):
+    from cac_jax.data import augment
+
+    aug, dtype = dict(aug), jnp.dtype(dtype)
+
+    def step(state, sums, images, labels, stage_key):
+        aug_key, drop_key = jax.random.split(jax.random.fold_in(stage_key, state.step))
+        x = augment.train_augment(aug_key, images, **aug).astype(dtype)
+
+        def loss_fn(params):
+            variables = {"params": params, "batch_stats": state.batch_stats, **state.constants}
+            (logits, dist), updates = state.apply_fn(variables, x, train=True, rngs={"dropout": drop_key},
+                                                     mutable=["batch_stats"])
+            loss, terms, correct = objectives.training_loss(method, logits, dist, labels,
+                                                            centres=params.get("centres"), lbda=lbda, alpha=alpha)
+            return loss, (updates["batch_stats"], terms, correct, logits)
+
+        (loss, (batch_stats, terms, correct, logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        # A NaN can hide from the loss (a NaN distance may be masked), so logits and gradients are checked too.
+        finite = jnp.isfinite(loss) & jnp.all(jnp.isfinite(logits)) & jnp.isfinite(optax.tree.norm(grads))
+        state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+        new = {"loss": loss, "correct": correct, "count": labels.shape[0], "nonfinite": ~finite, **terms}
+        return state, {k: sums[k] + jnp.asarray(new[k], jnp.float32) for k in sums}
+
+    rep, batch = mesh_lib.replicated(mesh), mesh_lib.batch_sharding(mesh)
+    return jax.jit(step, in_shardings=(rep, rep, batch, batch, rep), out_shardings=(rep, rep),
+                   donate_argnums=(0, 1))
+
+
+def make_val_step(model, cfg: Config, data, mesh):
+    """jit(step)(variables, images_uint8, labels, mask) -> masked sums (loss, correct, count)."""
+    return _val_step(model, cfg.method, cfg.dtype, data.image_size, tuple(data.mean), tuple(data.std), mesh)
+
+
+@functools.lru_cache(maxsize=None)
+def _val_step(model, method, dtype, image_size, mean, std, mesh):
+    from cac_jax.data import augment
+
+    def step(variables, images, labels, mask):
+        x = augment.eval_preprocess(images, image_size=image_size, mean=mean, std=std)
+        logits, dist = model.apply(variables, x.astype(jnp.dtype(dtype)), train=False)
+        return objectives.validation_sums(method, logits, dist, labels, mask)
+
+    rep, batch = mesh_lib.replicated(mesh), mesh_lib.batch_sharding(mesh)
+    return jax.jit(step, in_shardings=(rep, batch, batch, batch), out_shardings=rep)
+
+
+def validate(ctx: Context, variables) -> dict:
+    val = ctx.data.val
+    bs = evaluate.eval_batch_size(ctx.cfg.eval_batch_size, ctx.mesh)
+    sums = None
+    for idx, mask in evaluate.padded_batches(len(val.labels), bs):
+        args = mesh_lib.put_batch(ctx.mesh, val.images[idx], val.labels[idx], mask)
+        out = ctx.val_step(variables, *args)
+        sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
+    sums = jax.device_get(sums)
+    count = float(sums["count"])
+    name = "val_anchor_loss" if objectives.is_cac(ctx.cfg.method) else "val_ce_loss"
+    return {name: float(sums["loss"]) / count, "val_accuracy": float(sums["correct"]) / count}
+
+
+def stage_seed(seed: int, stage: int) -> int:
+    """Data-order seed of a stage, so stage 2 does not replay stage 1's epoch orders."""
+    return int(np.random.SeedSequence([seed, stage]).generate_state(1)[0])
+
+
+def _position_meta(ctx: Context, stage: int, start_epoch: int, step: int, best, best_epoch, finished: bool) -> dict:
+    metric, mode = objectives.selection(ctx.cfg.method)
+    return {"stage": stage, "start_epoch": start_epoch, "step": step,
+            "epochs_done": start_epoch + step // ctx.steps_per_epoch, "steps_per_epoch": ctx.steps_per_epoch,
+            "best_value": best, "best_epoch": best_epoch, "selection_metric": metric, "selection_mode": mode,
+            "finished": finished, "signature": ctx.signature}
+
+
+def _fresh_state(ctx: Context, tx):
+    cfg, data = ctx.cfg, ctx.data
+    return train_state.create(ctx.model, jax.random.key(cfg.seed), image_size=data.image_size,
+                              channels=data.channels, tx=tx, sharding=mesh_lib.replicated(ctx.mesh))
+
+
+def prepare_stage(ctx: Context, stage: int):
+    """(state, meta) to continue ``stage`` from, or None when that stage has already finished."""
+    cfg = ctx.cfg
+    store = checkpoints.StageCheckpoints(cfg.resolved_workdir, stage)
+    tx = train_state.make_optimizer(cfg.learning_rates[stage - 1], momentum=cfg.momentum,
+                                    weight_decay=cfg.weight_decay)
+    target = _fresh_state(ctx, tx)
+    meta = store.meta("latest")
+    if meta is not None:
+        checkpoints.check_signature(meta.get("signature", {}), ctx.signature, store.root)
+        if meta["finished"]:
+            return None
+        if meta["steps_per_epoch"] != ctx.steps_per_epoch:
+            raise ValueError(f"the checkpoint in {store.root} was made with {meta['steps_per_epoch']} steps per "
+                             f"epoch, the config gives {ctx.steps_per_epoch} (batch size or data changed)")
+        return store.restore("latest", target, ctx.signature)
+    if stage == 1:
+        return target, _position_meta(ctx, 1, 0, 0, None, None, False)
+    first = checkpoints.StageCheckpoints(cfg.resolved_workdir, 1)
+    if not first.exists("best"):
+        raise FileNotFoundError(f"stage 2 starts from stage 1's best checkpoint, and {first.root}/best has none: "
+                                f"run stage 1 first (--set stages=1 or stages=both)")
+    best, best_meta = first.restore("best", target, ctx.signature)
+    # Fresh optimiser: momentum reset, step 0, lr of stage 2; the epoch counter continues.
+    state = jax.device_put(train_state.from_variables(ctx.model, best.variables(), tx), mesh_lib.replicated(ctx.mesh))
+    return state, _position_meta(ctx, 2, best_meta["epochs_done"], 0, None, None, False)
+
+
+def run_stage(ctx: Context, stage: int, state, meta: dict, log: RunLog, max_steps: int | None):
+    """Train one stage from ``(state, meta)``; returns (state, completed). ``max_steps`` stops early
+    without saving (as a killed process would), for tests of resumption."""
+    cfg, data, spe = ctx.cfg, ctx.data, ctx.steps_per_epoch
+    store = checkpoints.StageCheckpoints(cfg.resolved_workdir, stage)
+    metric, mode = objectives.selection(cfg.method)
+    start_epoch, best, best_epoch = meta["start_epoch"], meta["best_value"], meta["best_epoch"]
+    total = cfg.epochs[stage - 1] * spe
+    step = int(jax.device_get(state.step))
+    key = jax.device_put(jax.random.fold_in(jax.random.key(cfg.seed), stage), mesh_lib.replicated(ctx.mesh))
+    sums = jax.device_put(_zero_metrics(cfg.method), mesh_lib.replicated(ctx.mesh))
+    steps_in_sums, t_last = 0, time.perf_counter()
+    from cac_jax.data import pipeline
+
+    def flush(epoch):
+        nonlocal sums, steps_in_sums, t_last
+        host = {k: float(v) for k, v in jax.device_get(sums).items()}
+        now = time.perf_counter()
+        rec = {"kind": "train", "stage": stage, "epoch": epoch + 1, "step": step, "global_step": start_epoch * spe + step,
+               "loss": host["loss"] / steps_in_sums, "train_accuracy": host["correct"] / max(host["count"], 1.0),
+               "steps_per_sec": steps_in_sums / max(now - t_last, 1e-9)}
+        for k in ("anchor", "tuplet"):
+            if k in host:
+                rec[f"{k}_loss"] = host[k] / steps_in_sums
+        if host["nonfinite"] or not np.isfinite(rec["loss"]):
+            raise TrainingDiverged(
+                f"non-finite training loss or gradients (mean loss {rec['loss']}) in stage {stage}, epoch {epoch + 1}, step {step}; "
+                f"stopped. The last good checkpoint is kept in {store.root}/latest (try a lower learning rate)")
+        log.write(rec)
+        sums = jax.device_put(_zero_metrics(cfg.method), mesh_lib.replicated(ctx.mesh))
+        steps_in_sums, t_last = 0, now
+        return rec
+
+    while step < total:
+        epoch, offset = start_epoch + step // spe, step % spe
+        order = pipeline.batch_indices(len(data.train.labels), cfg.batch_size, seed=stage_seed(cfg.seed, stage),
+                                       epoch=epoch, shuffle=True, drop_remainder=True,
+                                       process_index=jax.process_index(), process_count=jax.process_count())
+        bar = tqdm(total=spe, initial=offset, unit="step", leave=False, dynamic_ncols=True,
+                   desc=f"stage {stage} epoch {epoch + 1}/{start_epoch + cfg.epochs[stage - 1]}",
+                   disable=not cfg.progress or jax.process_index() != 0)
+        for idx in itertools.islice(order, offset, None):
+            if max_steps is not None and step >= max_steps:
+                bar.close()
+                return state, False
+            images, labels = mesh_lib.put_batch(ctx.mesh, data.train.images[idx], data.train.labels[idx])
+            state, sums = ctx.train_step(state, sums, images, labels, key)
+            step += 1
+            steps_in_sums += 1
+            bar.update()
+            if step % cfg.log_every_steps == 0 or step % spe == 0:
+                rec = flush(epoch)
+                bar.set_postfix(loss=f"{rec['loss']:.4f}", acc=f"{rec['train_accuracy']:.3f}")
+            if cfg.checkpoint_every_steps and step % cfg.checkpoint_every_steps == 0 and step % spe:
+                store.save("latest", state, _position_meta(ctx, stage, start_epoch, step, best, best_epoch, False))
+        bar.close()
+        val = validate(ctx, state.variables())
+        if not all(np.isfinite(v) for v in val.values()):
+            raise TrainingDiverged(f"non-finite validation metrics {val} after stage {stage}, epoch {epoch + 1}; "
+                                   f"stopped. The last good checkpoint is kept in {store.root}/latest")
+        value = val[metric]
+        improved = objectives.improves(value, best, mode)
+        if improved:
+            best, best_epoch = value, epoch + 1
+            store.save("best", state, _position_meta(ctx, stage, start_epoch, step, best, best_epoch, False))
+        store.save("latest", state, _position_meta(ctx, stage, start_epoch, step, best, best_epoch, step >= total))
+        log.write({"kind": "epoch", "stage": stage, "epoch": epoch + 1, "step": step,
+                   "global_step": start_epoch * spe + step, **val, "best": best, "best_epoch": best_epoch,
+                   "saved_best": improved})
+        if jax.process_index() == 0 and cfg.progress:
+            tqdm.write(f"stage {stage} epoch {epoch + 1}: {metric}={value:.4f} val_accuracy="
+                       f"{val['val_accuracy']:.4f}{' (best)' if improved else ''}")
+    if total == 0:  # an empty stage passes its starting point on as its best (stage 2: stage 1's best)
+        store.save("best", state, _position_meta(ctx, stage, start_epoch, 0, best, best_epoch, False))
+        store.save("latest", state, _position_meta(ctx, stage, start_epoch, 0, best, best_epoch, True))
+    store.close()
+    return state, True
+
+
+def make_context(cfg: Config, data, mesh=None) -> Context:
+    mesh = mesh or mesh_lib.make_mesh(cfg.num_devices)
+    mesh_lib.check_batch_size(cfg.batch_size, mesh)
+    spe = len(data.train.labels) // cfg.batch_size
+    if spe == 0:
+        raise ValueError(f"batch_size={cfg.batch_size} exceeds the {len(data.train.labels)} training images")
+    model = build_model(cfg, data)
+    return Context(cfg=cfg, data=data, model=model, mesh=mesh,
+                   signature=checkpoints.signature(cfg, data.num_classes, data.image_size, data.channels),
+                   steps_per_epoch=spe, train_step=make_train_step(model, cfg, data, mesh),
+                   val_step=make_val_step(model, cfg, data, mesh))
+
+
+def stages_to_run(cfg: Config) -> list[int]:
+    return [1, 2] if cfg.stages == "both" else [int(cfg.stages)]
+
+
+def train(ctx: Context, *, max_steps: int | None = None) -> bool:
+    """Run (or resume) the configured stages; False when stopped early by ``max_steps``."""
+    log = RunLog(ctx.cfg.resolved_workdir)
+    try:
+        for stage in stages_to_run(ctx.cfg):
+            prepared = prepare_stage(ctx, stage)
+            if prepared is None:
+                continue  # finished before (a resumed run)
+            _, completed = run_stage(ctx, stage, *prepared, log=log, max_steps=max_steps)
+            if not completed:
+                return False
+    finally:
+        log.close()
+    return True
+
+
+def best_variables(ctx: Context, stage: int) -> dict:
+    """Variables of the best checkpoint of ``stage`` (what evaluation uses)."""
+    store = checkpoints.StageCheckpoints(ctx.cfg.resolved_workdir, stage)
+    tx = train_state.make_optimizer(ctx.cfg.learning_rates[stage - 1], momentum=ctx.cfg.momentum,
+                                    weight_decay=ctx.cfg.weight_decay)
+    if not store.exists("best"):
+        raise FileNotFoundError(f"no best checkpoint in {store.root}/best: train stage {stage} first")
+    state, _ = store.restore("best", _fresh_state(ctx, tx), ctx.signature)
+    store.close()
+    return state.variables()
+
+
+def check_workdir(cfg: Config) -> None:
+    """Refuse to mix runs: an existing config.json must match (up to RESUMABLE_CHANGES), and a run whose
+    requested stages are all finished and evaluated is not retrained (its results are never overwritten)."""
+    workdir = cfg.resolved_workdir
+    path = os.path.join(workdir, "config.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            old = json.load(f)
+        new = cfg.to_dict()
+        diffs = [f"{k}: {old.get(k)!r} -> {v!r}" for k, v in new.items()
+                 if k not in RESUMABLE_CHANGES and old.get(k) != v]
+        if diffs:
+            raise WorkdirError(f"{workdir} holds a run with a different config ({'; '.join(diffs)}); "
+                                   f"choose another --workdir")
+    if os.path.exists(os.path.join(workdir, "results.json")):
+        metas = [checkpoints.StageCheckpoints(workdir, s).meta("latest") for s in stages_to_run(cfg)]
+        if all(m is not None and m["finished"] for m in metas):
+            raise WorkdirError(f"{workdir} already holds a finished run (results.json); its results are kept. "
+                                   f"Re-evaluate it with `cac-jax eval --workdir {workdir}`, or train into another "
+                                   f"--workdir")
+
+
+def write_results(workdir: str, results: dict) -> str:
+    """Write results.json; an existing one is renamed results.<n>.json, never overwritten."""
+    path = os.path.join(workdir, "results.json")
+    if jax.process_index() != 0:
+        return path
+    if os.path.exists(path):
+        n = 1
+        while os.path.exists(os.path.join(workdir, f"results.{n}.json")):
+            n += 1
+        os.rename(path, os.path.join(workdir, f"results.{n}.json"))
+    with open(path, "w") as f:
+        json.dump(results, f, indent=2, sort_keys=True)
+        f.write("\n")
+    return path
+
+
+def evaluate_run(ctx: Context) -> dict:
+    """Evaluate the best checkpoint of the last configured stage and write results.json."""
+    stage = stages_to_run(ctx.cfg)[-1]
+    results = evaluate.evaluate(ctx.model, best_variables(ctx, stage), ctx.data, ctx.cfg, ctx.mesh)
+    results.update(stage=stage, config=ctx.cfg.to_dict(), num_devices=int(ctx.mesh.devices.size))
+    return results
+
+
+def run(cfg: Config, data=None, *, max_steps: int | None = None) -> dict | None:
+    """Train (or resume) and evaluate; writes config.json, metrics.jsonl and results.json into the workdir.
+
+    Returns the results dict, or None when stopped early by ``max_steps``."""
+    mesh_lib.maybe_initialize_distributed(cfg.distributed)
+    t0 = time.perf_counter()
+    workdir = cfg.resolved_workdir
+    check_workdir(cfg)
+    os.makedirs(workdir, exist_ok=True)
+    if jax.process_index() == 0:
+        save_config(cfg, os.path.join(workdir, "config.json"))
+    data = data if data is not None else load_data(cfg)
+    ctx = make_context(cfg, data)
+    t1 = time.perf_counter()
+    if not train(ctx, max_steps=max_steps):
+        return None
+    t2 = time.perf_counter()
+    results = evaluate_run(ctx)
+    results.update(train_seconds=round(t2 - t1, 3), total_seconds=round(time.perf_counter() - t0, 3),
+                   workdir=os.path.abspath(workdir))
+    write_results(workdir, results)
+    return results

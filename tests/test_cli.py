@@ -1,0 +1,73 @@
+"""Command line and config overrides: --help, --set parsing, train + eval on digits, the default command."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from cac_jax import cli, config
+
+
+def test_help_lists_options(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--help"])
+    out = capsys.readouterr().out
+    for flag in ("--experiment", "--trial", "--data-dir", "--npz", "--workdir", "--seed", "--epochs", "--set"):
+        assert flag in out
+
+
+def test_overrides_parse_by_field_type():
+    cfg = config.apply_overrides(config.Config(), ["epochs=2,1", "learning_rates=0.1,0.01", "num_devices=none",
+                                                   "distributed=true", "batch_size=32", "anchor_flip=0"])
+    assert cfg.epochs == (2, 1) and cfg.learning_rates == (0.1, 0.01)
+    assert cfg.num_devices is None and cfg.distributed is True and cfg.batch_size == 32 and cfg.anchor_flip is False
+    with pytest.raises(ValueError, match="unknown config key 'batchsize'.*batch_size"):
+        config.apply_overrides(config.Config(), ["batchsize=3"])
+    with pytest.raises(ValueError, match="batch_size=abc"):
+        config.apply_overrides(config.Config(), ["batch_size=abc"])
+    with pytest.raises(ValueError, match="method='xyz'"):
+        config.apply_overrides(config.Config(), ["method=xyz"])
+
+
+@pytest.mark.parametrize("name", config.EXPERIMENTS)
+def test_experiments_load(name):
+    cfg = config.get_experiment(name)
+    assert cfg.experiment == name and cfg.learning_rates == (0.01, 0.001)
+    assert cfg.model == ("small_cnn" if name == "digits" else "cac_cnn")
+    assert "cac-jax train --experiment " + name in sys.modules[f"experiments.{name}"].__doc__
+
+
+def test_config_round_trips(tmp_path):
+    cfg = config.get_experiment("cifar10").replace(trial=3)
+    config.save_config(cfg, tmp_path / "config.json")
+    assert config.load_config(tmp_path / "config.json") == cfg
+
+
+def test_train_then_eval_on_digits(tmp_path, capsys):
+    workdir = str(tmp_path / "run")
+    assert cli.main(["train", "--workdir", workdir, "--epochs", "1,1", "--no-progress", "--seed", "1"]) == 0
+    results = json.loads(open(os.path.join(workdir, "results.json")).read())
+    assert 0 <= results["accuracy"] <= 1 and 0 <= results["auroc"] <= 1
+    assert results["config"]["epochs"] == [1, 1] and results["config"]["seed"] == 1
+    assert "AUROC" in capsys.readouterr().out
+    # A finished run is not retrained.
+    assert cli.main(["train", "--workdir", workdir, "--epochs", "1,1", "--no-progress", "--seed", "1"]) == 1
+    assert "already holds a finished run" in capsys.readouterr().err
+    # eval re-evaluates the best checkpoint; the earlier results file is kept.
+    assert cli.main(["eval", "--workdir", workdir, "--no-progress"]) == 0
+    again = json.loads(open(os.path.join(workdir, "results.json")).read())
+    assert again["accuracy"] == results["accuracy"] and again["auroc"] == pytest.approx(results["auroc"])
+    assert os.path.exists(os.path.join(workdir, "results.1.json"))
+
+
+@pytest.mark.slow
+def test_default_command_reaches_targets(tmp_path):
+    """`cac-jax train` with no arguments (run in tmp_path, so its default workdir is runs/digits/trial0 there)."""
+    out = subprocess.run([sys.executable, "-m", "cac_jax", "train", "--no-progress"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    results = json.loads((tmp_path / "runs" / "digits" / "trial0" / "results.json").read_text())
+    assert results["accuracy"] >= 0.97 and results["auroc"] >= 0.95
+    assert results["total_seconds"] < 120

@@ -1,0 +1,88 @@
+"""The network: shapes, parameter count against the original's, initialisation, heads, channel dropout."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from cac_jax import models
+
+
+def _original_param_count(num_classes, image_size, channels):
+    """Trainable parameters of the original (SPEC.md §3): 9 bias-free 3x3 convs, 9 BNs, Linear with bias."""
+    widths = [(channels, 64), (64, 64), (64, 128)] + [(128, 128)] * 6
+    convs = sum(9 * i * o for i, o in widths)
+    bns = sum(2 * o for _, o in widths)
+    flat = 128 * (image_size // 8) ** 2  # 2048 at 32 px, 8192 at 64 px
+    return convs + bns + flat * num_classes + num_classes
+
+
+@pytest.mark.parametrize("image_size,channels,n", [(32, 3, 6), (32, 1, 6), (64, 3, 20)])
+def test_cac_cnn_matches_original_shapes_and_count(image_size, channels, n):
+    model = models.create_model(model="cac_cnn", method="cac", num_classes=n, image_size=image_size, dropout=0.2)
+    variables = jax.eval_shape(lambda: models.init_variables(model, jax.random.key(0), image_size, channels))
+    params = variables["params"]
+    assert models.count_params(params) == _original_param_count(n, image_size, channels)
+    assert params["classify"]["kernel"].shape == (128 * (image_size // 8) ** 2, n)
+    assert params["encoder"]["Conv_0"]["kernel"].shape == (3, 3, channels, 64)
+    assert "bias" not in params["encoder"]["Conv_0"]
+    # The anchors are a separate, non-trainable collection of shape (N, N).
+    assert "centres" not in params
+    assert variables["anchors"]["centres"].shape == (n, n)
+    assert len(variables["batch_stats"]["encoder"]) == 9
+
+
+def test_forward_heads():
+    x = jnp.zeros((2, 32, 32, 3))
+    for method, has_dist in (("cac", True), ("cac_learnt", True), ("ce_msp", False)):
+        model = models.create_model(model="cac_cnn", method=method, num_classes=6, image_size=32, dropout=0.2)
+        variables = models.init_variables(model, jax.random.key(0), 32, 3)
+        logits, dist = model.apply(variables, x, train=False)
+        assert logits.shape == (2, 6)
+        assert (dist is not None) == has_dist
+        if method == "cac_learnt":
+            np.testing.assert_allclose(variables["params"]["centres"], 10 * np.eye(6))
+            assert "anchors" not in variables
+        if has_dist:
+            np.testing.assert_allclose(dist, np.linalg.norm(np.asarray(logits)[:, None] - 10 * np.eye(6), axis=-1),
+                                       rtol=1e-5)
+
+
+def test_initialisation_follows_original():
+    model = models.create_model(model="cac_cnn", method="cac", num_classes=6, image_size=32, dropout=0.2)
+    params = models.init_variables(model, jax.random.key(1), 32, 3)["params"]
+    k = np.asarray(params["encoder"]["Conv_4"]["kernel"])  # 128 -> 128: kaiming fan_out std sqrt(2 / (9 * 128))
+    assert abs(k.std() - np.sqrt(2 / (9 * 128))) < 0.05 * np.sqrt(2 / (9 * 128))
+    assert np.abs(k).max() > 2.5 * k.std()  # untruncated normal, as PyTorch's kaiming_normal_
+    w = np.asarray(params["classify"]["kernel"])
+    assert abs(w.std() - 0.01) < 0.001
+    assert not np.asarray(params["classify"]["bias"]).any()
+    bn = params["encoder"]["BatchNorm_0"]
+    assert np.all(np.asarray(bn["scale"]) == 1) and not np.asarray(bn["bias"]).any()
+
+
+def test_channel_dropout_drops_whole_channels():
+    enc = models.Encoder(widths=((4, 8),), dropout=0.5)
+    x = jax.random.normal(jax.random.key(0), (3, 8, 8, 2))
+    variables = enc.init(jax.random.key(1), x, train=False)
+    out, _ = enc.apply(variables, x, train=True, rngs={"dropout": jax.random.key(2)}, mutable=["batch_stats"])
+    fmap = np.asarray(out).reshape(3, 4, 4, 8)
+    zero = (fmap == 0).all(axis=(1, 2))
+    assert zero.any() and not zero.all()
+    assert ((fmap != 0).all(axis=(1, 2)) | zero).all()  # each (example, channel) all kept or all dropped
+
+
+def test_small_cnn_on_8x8():
+    model = models.create_model(model="small_cnn", method="cac", num_classes=6, image_size=8, dropout=0.2)
+    variables = models.init_variables(model, jax.random.key(0), 8, 1)
+    logits, dist = model.apply(variables, jnp.zeros((4, 8, 8, 1)), train=False)
+    assert logits.shape == dist.shape == (4, 6)
+
+
+def test_bad_arguments_are_clear():
+    with pytest.raises(ValueError, match="image_size=28"):
+        models.create_model(model="cac_cnn", method="cac", num_classes=6, image_size=28, dropout=0.2)
+    with pytest.raises(ValueError, match="unknown model"):
+        models.create_model(model="resnet", method="cac", num_classes=6, image_size=32, dropout=0.2)
+    with pytest.raises(ValueError, match="unknown method"):
+        models.create_model(model="cac_cnn", method="openmax", num_classes=6, image_size=32, dropout=0.2)

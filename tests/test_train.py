@@ -1,0 +1,114 @@
+"""The training loop on tiny synthetic data: end to end, fixed anchors, stage 2 from stage 1's best,
+kill-and-resume equality, checkpoint mismatch, divergence, and refusing to overwrite a finished run."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+from _synthetic import synthetic_data, tiny_config
+
+from cac_jax import checkpoints, train, train_state
+
+
+@pytest.fixture(scope="module")
+def data():
+    return synthetic_data()
+
+
+def _latest_params(workdir, cfg, data, stage):
+    ctx = train.make_context(cfg, data)
+    store = checkpoints.StageCheckpoints(workdir, stage)
+    tx = train_state.make_optimizer(cfg.learning_rates[stage - 1], momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    state, meta = store.restore("latest", train._fresh_state(ctx, tx), ctx.signature)
+    return jax.device_get(state), meta
+
+
+def test_run_end_to_end_writes_results(tmp_path, data):
+    cfg = tiny_config(tmp_path / "w")
+    results = train.run(cfg, data)
+    assert 0 <= results["accuracy"] <= 1 and 0 <= results["auroc"] <= 1
+    on_disk = json.loads((tmp_path / "w" / "results.json").read_text())
+    assert on_disk["accuracy"] == results["accuracy"] and on_disk["config"]["batch_size"] == 16
+    assert json.loads((tmp_path / "w" / "config.json").read_text())["epochs"] == [2, 1]
+    records = [json.loads(line) for line in (tmp_path / "w" / "metrics.jsonl").read_text().splitlines()]
+    assert {"train", "epoch"} <= {r["kind"] for r in records}
+    assert all(np.isfinite(r["loss"]) for r in records if r["kind"] == "train")
+    # Anchors never change: stored alpha * I in the last checkpoint of both stages.
+    for stage in (1, 2):
+        state, meta = _latest_params(str(tmp_path / "w"), cfg, data, stage)
+        assert meta["finished"]
+        np.testing.assert_array_equal(state.constants["anchors"]["centres"], 10 * np.eye(3))
+    # Running the finished run again leaves it untouched.
+    with pytest.raises(train.WorkdirError, match="finished run"):
+        train.run(cfg, data)
+    with pytest.raises(train.WorkdirError, match="different config.*batch_size"):
+        train.run(cfg.replace(batch_size=8), data)
+
+
+def test_stage_two_starts_from_stage_one_best(tmp_path, data):
+    cfg = tiny_config(tmp_path, epochs=(3, 1), stages="1")
+    ctx = train.make_context(cfg, data)
+    assert train.train(ctx)
+    best, best_meta = checkpoints.StageCheckpoints(str(tmp_path), 1).restore(
+        "best", train._fresh_state(ctx, train_state.make_optimizer(0.01, momentum=0.9, weight_decay=0)),
+        ctx.signature)
+    state, meta = train.prepare_stage(train.make_context(cfg.replace(stages="2"), data), 2)
+    assert int(state.step) == 0 and meta["start_epoch"] == best_meta["epochs_done"] == best_meta["best_epoch"]
+    assert meta["best_value"] is None  # trackers reset
+    for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(best.params)):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(jax.tree.leaves(state.batch_stats), jax.tree.leaves(best.batch_stats)):
+        np.testing.assert_array_equal(a, b)
+    assert all(not np.asarray(m).any() for m in jax.tree.leaves(state.opt_state))  # fresh momentum
+
+
+@pytest.mark.parametrize("checkpoint_every", [0, pytest.param(3, marks=pytest.mark.slow)])
+def test_kill_and_resume_equals_uninterrupted(tmp_path, data, checkpoint_every):
+    cfg = tiny_config(tmp_path / "straight", epochs=(3, 2), checkpoint_every_steps=checkpoint_every)
+    ctx = train.make_context(cfg, data)
+    assert train.train(ctx)
+    killed = cfg.replace(workdir=str(tmp_path / "killed"))
+    kctx = train.make_context(killed, data)
+    spe = kctx.steps_per_epoch
+    assert not train.train(kctx, max_steps=spe + 4)  # "killed" in epoch 2 of stage 1
+    assert not train.train(train.make_context(killed, data), max_steps=2)  # killed again, early in stage 2
+    assert train.train(train.make_context(killed, data))  # resumed to the end
+    for stage in (1, 2):
+        a, meta_a = _latest_params(cfg.workdir, cfg, data, stage)
+        b, meta_b = _latest_params(killed.workdir, killed, data, stage)
+        assert meta_a == meta_b
+        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+            np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)
+
+
+def test_checkpoint_that_does_not_fit_is_a_clear_error(tmp_path, data):
+    cfg = tiny_config(tmp_path, epochs=(1, 0), stages="1")
+    assert train.train(train.make_context(cfg, data))
+    other = synthetic_data(num_classes=4)
+    ctx = train.make_context(cfg, other)
+    with pytest.raises(ValueError, match="num_classes: checkpoint 3 vs config 4"):
+        train.prepare_stage(ctx, 1)
+
+
+def test_non_finite_loss_stops_with_message(tmp_path, data):
+    cfg = tiny_config(tmp_path, learning_rates=(1e30, 1e30), epochs=(3, 1), log_every_steps=1)
+    with pytest.raises(train.TrainingDiverged, match="non-finite"):
+        train.run(cfg, data)
+    store = checkpoints.StageCheckpoints(str(tmp_path), 1)
+    meta = store.meta("latest")
+    if meta is not None:  # whatever was saved before the divergence is finite
+        state, _ = _latest_params(str(tmp_path), cfg, data, 1)
+        assert all(np.isfinite(x).all() for x in jax.tree.leaves(state.params))
+
+
+@pytest.mark.parametrize("method", ["cac_learnt", "ce_msp"])
+def test_other_methods_train(tmp_path, data, method):
+    cfg = tiny_config(tmp_path, method=method, epochs=(1, 1))
+    results = train.run(cfg, data)
+    assert 0 <= results["auroc"] <= 1
+    if method == "cac_learnt":  # the learnt centres are trained
+        state, _ = _latest_params(str(tmp_path), cfg, data, 2)
+        assert not np.allclose(state.params["centres"], 10 * np.eye(3))
+        assert os.path.exists(tmp_path / "results.json")
