@@ -1,0 +1,473 @@
+"""cac-jax against the original PyTorch formulation, on the same machine, in one run.
+
+    python -m benchmarks.vs_pytorch [--quick] [--host-devices N] [--out PATH] [--xla-flags "..."]
+
+Three measurements, each interleaved round by round (JAX, then PyTorch, order alternating) so that
+load from other processes hits both alike; every number is the median over rounds:
+
+1. **train step** (batch 128, 32×32×3, N = 6, CIFAR10 settings): forward + backward + SGD update.
+   JAX times the project's own step, ``cac_jax.train.make_train_step`` (jitted, donated state,
+   on-device augmentation of uint8 images inside the step), once per mesh: 1 device and, when the
+   process has several (``--host-devices``), all of them. ``jax_core`` is the same step on already
+   normalised float input without augmentation, i.e. exactly the PyTorch side's work.
+   PyTorch (``benchmarks.torch_reference``): eager, NCHW, float input, ``torch.set_num_threads(cores)``.
+2. **eval** (batch 512): eval-mode forward, images/s. JAX: the evaluation's logits function
+   (uint8 → resize/normalise → network); PyTorch: ``inference_mode`` forward of float input.
+3. **loss kernel**: CAC loss + gradient w.r.t. the logits (batch 128) at N ∈ {10, 100, 1000, 10000}:
+   JAX fast path (``cac_loss(anchors=None)``, float32, O(B·N)) against PyTorch float64 in O(B·N)
+   (``identity_anchor_distances``) and, where its (B, N, N) broadcast fits ``--max-broadcast-bytes``,
+   the original's broadcast distance layer.
+
+Host devices: XLA's CPU client is one device by default; ``--host-devices N`` sets
+``XLA_FLAGS=--xla_force_host_platform_device_count=N`` before JAX is imported, and the batch is split
+over an N-device mesh. On a GPU the devices are the GPUs; timing uses ``block_until_ready`` and
+``torch.cuda.synchronize``, and both frameworks pick the accelerator automatically.
+
+Writes JSON (default ``benchmarks/results/vs_pytorch.json``) and prints a table; the last line is
+``train_step_ratio_jax_over_torch=<x>``: the median step time of the JAX step that ``cac-jax train``
+would use in this process (mesh over all devices) divided by PyTorch's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+import types
+
+BATCH = 128
+EVAL_BATCH = 512
+NUM_CLASSES = 6
+IMAGE_SIZE = 32
+CHANNELS = 3
+CIFAR10 = dict(image_size=IMAGE_SIZE, scale_min=0.8, flip=0.5, rotate=10.0,
+               mean=(0.4858, 0.4771, 0.4326), std=(0.2422, 0.2374, 0.2547))
+LOSS_CLASSES = (10, 100, 1000, 10000)
+NUM_BATCHES = 4  # distinct input batches cycled through, so no step sees the previous step's buffers
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="fewer rounds and steps (about a minute on 2 CPU cores)")
+    p.add_argument("--out", default=os.path.join("benchmarks", "results", "vs_pytorch.json"))
+    p.add_argument("--host-devices", type=int, default=None,
+                   help="XLA host (CPU) device count, set before JAX is imported; default: XLA's (1)")
+    p.add_argument("--xla-flags", default="", help="extra XLA_FLAGS for the JAX side, e.g. '--xla_cpu_multi_thread_eigen=false'")
+    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
+                   help="compute dtype of the JAX network (bfloat16: GPU mixed precision; slow on CPU)")
+    p.add_argument("--rounds", type=int, default=None, help="interleaved rounds per measurement")
+    p.add_argument("--steps", type=int, default=None, help="train steps per round")
+    p.add_argument("--max-broadcast-bytes", type=float, default=None,
+                   help="largest (B, N, N) float64 broadcast for the original PyTorch distance layer")
+    p.add_argument("--skip", nargs="*", default=(), choices=("train", "eval", "loss"), help="measurements to leave out")
+    args = p.parse_args(argv)
+    quick = args.quick
+    # A step of this network is ~0.5-1 s on 2 CPU cores, so --quick times one step per round.
+    args.rounds = args.rounds or (3 if quick else 9)
+    args.steps = args.steps or (1 if quick else 3)
+    args.eval_batches = 1 if quick else 2
+    args.loss_repeats = 3 if quick else 9
+    args.core = not quick  # the no-augmentation JAX step, an extra contender
+    args.max_broadcast_bytes = args.max_broadcast_bytes or (2e8 if quick else 1.1e9)
+    if args.host_devices is not None and args.host_devices < 1:
+        p.error(f"--host-devices must be >= 1, got {args.host_devices}")
+    return args
+
+
+def configure_xla(host_devices: int | None, extra_flags: str) -> None:
+    """Put the host device count and extra flags into XLA_FLAGS; only possible before JAX is imported."""
+    flags = os.environ.get("XLA_FLAGS", "").split()
+    if host_devices is not None:
+        flags = [f for f in flags if not f.startswith("--xla_force_host_platform_device_count")]
+        flags.append(f"--xla_force_host_platform_device_count={host_devices}")
+    flags += extra_flags.split()
+    new = " ".join(flags)
+    if "jax" in sys.modules:
+        if new != os.environ.get("XLA_FLAGS", ""):
+            raise RuntimeError("--host-devices/--xla-flags must be applied before JAX is imported; "
+                               "run `python -m benchmarks.vs_pytorch` in a fresh process")
+        return
+    os.environ["XLA_FLAGS"] = new
+
+
+# ----------------------------------------------------------------------------------------------- timing
+
+def interleave(contenders: dict, rounds: int) -> dict:
+    """Run every contender once per round, rotating the order; {name: [seconds per unit, one per round]}.
+
+    A contender is a callable returning the seconds per unit of work (step, image, call) of one timed block."""
+    names = list(contenders)
+    times = {n: [] for n in names}
+    for r in range(rounds):
+        for n in names[r % len(names):] + names[: r % len(names)]:
+            times[n].append(contenders[n]())
+    return times
+
+
+def summarise(times: list[float]) -> dict:
+    return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times), "rounds": len(times),
+            "times_s": list(times)}
+
+
+# ----------------------------------------------------------------------------------------------- JAX side
+
+def jax_setup(args):
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from cac_jax import config, evaluate, mesh as mesh_lib, train, train_state
+
+    cfg = config.get_experiment("cifar10").replace(dtype=args.dtype, progress=False)
+    data = types.SimpleNamespace(num_classes=NUM_CLASSES, channels=CHANNELS, **CIFAR10)
+    model = train.build_model(cfg, data)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (NUM_BATCHES, BATCH, IMAGE_SIZE, IMAGE_SIZE, CHANNELS), dtype=np.uint8)
+    labels = rng.integers(0, NUM_CLASSES, (NUM_BATCHES, BATCH)).astype(np.int32)
+    floats = ((images / 255.0 - np.asarray(CIFAR10["mean"])) / np.asarray(CIFAR10["std"])).astype(np.float32)
+    eval_images = rng.integers(0, 256, (EVAL_BATCH, IMAGE_SIZE, IMAGE_SIZE, CHANNELS), dtype=np.uint8)
+
+    def fresh_state(mesh):
+        tx = train_state.make_optimizer(cfg.learning_rates[0], momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        return train_state.create(model, jax.random.key(cfg.seed), image_size=IMAGE_SIZE, channels=CHANNELS, tx=tx,
+                                  sharding=mesh_lib.replicated(mesh))
+
+    def step_contender(mesh, augmented: bool):
+        """The training step on ``mesh``: the project's own (augmented=True) or the core step on floats."""
+        step = train.make_train_step(model, cfg, data, mesh) if augmented else core_step(model, cfg, mesh)
+        state = fresh_state(mesh)
+        sums = jax.device_put(train._zero_metrics(cfg.method), mesh_lib.replicated(mesh))
+        key = jax.device_put(jax.random.fold_in(jax.random.key(cfg.seed), 1), mesh_lib.replicated(mesh))
+        src = images if augmented else floats
+        batches = [mesh_lib.put_batch(mesh, src[i], labels[i]) for i in range(NUM_BATCHES)]
+        box = {"state": state, "sums": sums, "i": 0}
+
+        def run(n):
+            for _ in range(n):
+                b = batches[box["i"] % NUM_BATCHES]
+                box["state"], box["sums"] = step(box["state"], box["sums"], *b, key)
+                box["i"] += 1
+            jax.block_until_ready((box["state"], box["sums"]))
+
+        t = time.perf_counter()
+        run(1)  # compile + first step
+        compile_s = time.perf_counter() - t
+        cache = _cache_size(step)
+
+        def timed():
+            t0 = time.perf_counter()
+            run(args.steps)
+            return (time.perf_counter() - t0) / args.steps
+
+        timed.info = {"compile_and_first_step_s": compile_s, "devices": int(mesh.devices.size)}
+        timed.check = lambda: {"compilations_after_warmup": _cache_size(step) - cache if cache is not None else None,
+                               "loss_finite": bool(np.isfinite(float(jax.device_get(box["sums"]["loss"]))))}
+        return timed
+
+    def eval_contender(mesh):
+        fn = evaluate._logits_fn(model, mesh, IMAGE_SIZE, CIFAR10["mean"], CIFAR10["std"], False, model.dtype)
+        variables = fresh_state(mesh).variables()
+        bs = evaluate.eval_batch_size(EVAL_BATCH, mesh)
+        (batch,) = mesh_lib.put_batch(mesh, eval_images[:bs])
+        jax.block_until_ready(fn(variables, batch))
+
+        def timed():
+            t0 = time.perf_counter()
+            outs = [fn(variables, batch) for _ in range(args.eval_batches)]
+            jax.block_until_ready(outs)
+            return (time.perf_counter() - t0) / (args.eval_batches * bs)
+
+        timed.info = {"devices": int(mesh.devices.size), "batch": bs}
+        return timed
+
+    def loss_contender(n):
+        from cac_jax import losses
+
+        fn = jax.jit(jax.value_and_grad(lambda z, y: losses.cac_loss(z, y)[0]))
+        r = np.random.default_rng(n)
+        z = jax.device_put(jnp.asarray(r.normal(size=(BATCH, n)) * 5, jnp.float32))
+        y = jax.device_put(jnp.asarray(r.integers(0, n, BATCH), jnp.int32))
+        jax.block_until_ready(fn(z, y))
+        calls = _calls_per_block(n)
+
+        def timed():
+            t0 = time.perf_counter()
+            outs = [fn(z, y) for _ in range(calls)]
+            jax.block_until_ready(outs)
+            return (time.perf_counter() - t0) / calls
+
+        timed.value = float(fn(z, y)[0])
+        timed.inputs = (np.asarray(z), np.asarray(y))
+        return timed
+
+    meshes = {1: mesh_lib.make_mesh(1)}
+    if len(jax.devices()) > 1:
+        meshes[len(jax.devices())] = mesh_lib.make_mesh(None)
+    return types.SimpleNamespace(meshes=meshes, step=step_contender, eval=eval_contender, loss=loss_contender,
+                                 default_devices=len(jax.devices()))
+
+
+def core_step(model, cfg, mesh):
+    """``cac_jax.train``'s step without the augmentation: float input, otherwise the same computation."""
+    import jax
+    import optax
+
+    from cac_jax import mesh as mesh_lib, objectives
+
+    def step(state, sums, x, labels, stage_key):
+        _, drop_key = jax.random.split(jax.random.fold_in(stage_key, state.step))
+
+        def loss_fn(params):
+            variables = {"params": params, "batch_stats": state.batch_stats, **state.constants}
+            (logits, dist), updates = state.apply_fn(variables, x.astype(model.dtype), train=True,
+                                                     rngs={"dropout": drop_key}, mutable=["batch_stats"])
+            loss, terms, correct = objectives.training_loss(cfg.method, logits, dist, labels, lbda=cfg.lbda,
+                                                            alpha=cfg.alpha)
+            return loss, (updates["batch_stats"], terms, correct)
+
+        (loss, (batch_stats, terms, correct)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+        finite = jax.numpy.isfinite(loss) & jax.numpy.isfinite(optax.global_norm(grads))
+        new = {"loss": loss, "correct": correct, "count": labels.shape[0], "nonfinite": ~finite, **terms}
+        return state, {k: sums[k] + jax.numpy.asarray(new[k], jax.numpy.float32) for k in sums}
+
+    rep, batch = mesh_lib.replicated(mesh), mesh_lib.batch_sharding(mesh)
+    return jax.jit(step, in_shardings=(rep, rep, batch, batch, rep), out_shardings=(rep, rep), donate_argnums=(0, 1))
+
+
+def _cache_size(fn):
+    size = getattr(fn, "_cache_size", None)
+    return size() if callable(size) else None
+
+
+def _calls_per_block(n: int) -> int:
+    return max(1, min(20, 200_000 // (BATCH * n)))
+
+
+# ----------------------------------------------------------------------------------------------- PyTorch side
+
+def torch_setup(args):
+    import numpy as np
+    import torch
+
+    from benchmarks import torch_reference as ref
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    torch.manual_seed(0)
+    model = ref.OpenSetClassifier(NUM_CLASSES, IMAGE_SIZE, CHANNELS).to(device)
+    opt = ref.make_optimizer(model)
+    rng = np.random.default_rng(0)
+    xs = [torch.randn(BATCH, CHANNELS, IMAGE_SIZE, IMAGE_SIZE, device=device) for _ in range(NUM_BATCHES)]
+    ys = [torch.as_tensor(rng.integers(0, NUM_CLASSES, BATCH), device=device) for _ in range(NUM_BATCHES)]
+    box = {"i": 0}
+
+    def run(n):
+        for _ in range(n):
+            i = box["i"] % NUM_BATCHES
+            loss = ref.train_step(model, opt, xs[i], ys[i])
+            box["i"] += 1
+        sync()
+        return loss
+
+    def step():
+        model.train()
+        t0 = time.perf_counter()
+        run(args.steps)
+        return (time.perf_counter() - t0) / args.steps
+
+    def eval_():
+        model.eval()
+        x = torch.randn(EVAL_BATCH, CHANNELS, IMAGE_SIZE, IMAGE_SIZE, device=device)
+        with torch.inference_mode():
+            model(x)
+            sync()
+            t0 = time.perf_counter()
+            for _ in range(args.eval_batches):
+                model(x)
+            sync()
+        return (time.perf_counter() - t0) / (args.eval_batches * EVAL_BATCH)
+
+    def loss_contender(n, inputs, broadcast: bool):
+        z = torch.tensor(inputs[0], device=device).requires_grad_(True)
+        y = torch.tensor(inputs[1], device=device).long()
+        anchors = 10.0 * torch.eye(n, dtype=torch.float64, device=device) if broadcast else None
+
+        def call():
+            z.grad = None
+            loss = ref.cac_loss(z, y, anchors)[0]
+            loss.backward()
+            return loss.detach()
+
+        call()
+        calls = _calls_per_block(n)
+
+        def timed():
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                call()
+            sync()
+            return (time.perf_counter() - t0) / calls
+
+        timed.value = float(call())
+        return timed
+
+    model.train()
+    run(1)  # warm-up (allocator, kernels)
+    return types.SimpleNamespace(step=step, eval=eval_, loss=loss_contender, device=device, sync=sync)
+
+
+# ----------------------------------------------------------------------------------------------- report
+
+def environment(jx, tc) -> dict:
+    import jax
+    import torch
+
+    import flax
+    import optax
+
+    dev = jax.devices()[0]
+    torch_dev = torch.cuda.get_device_name(0) if tc.device.type == "cuda" else _cpu_name()
+    return {
+        "jax_backend": jax.default_backend(), "jax_device": getattr(dev, "device_kind", str(dev)),
+        "jax_device_count": len(jax.devices()), "torch_device": torch_dev, "torch_device_type": tc.device.type,
+        "cpu": _cpu_name(), "cpu_count": os.cpu_count(), "torch_num_threads": torch.get_num_threads(),
+        "torch_num_interop_threads": torch.get_num_interop_threads(), "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "versions": {"jax": jax.__version__, "jaxlib": getattr(__import__("jaxlib"), "__version__", None),
+                     "flax": flax.__version__, "optax": optax.__version__, "torch": torch.__version__,
+                     "python": platform.python_version()},
+        "platform": platform.platform(), "load_average_at_start": os.getloadavg(),
+    }
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "cpu"
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    configure_xla(args.host_devices, args.xla_flags)
+    jx, tc = jax_setup(args), torch_setup(args)
+    report = {"settings": {"batch": BATCH, "eval_batch": EVAL_BATCH, "num_classes": NUM_CLASSES,
+                           "image": [IMAGE_SIZE, IMAGE_SIZE, CHANNELS], "rounds": args.rounds, "steps_per_round": args.steps,
+                           "quick": args.quick, "jax_dtype": args.dtype, "host_devices_requested": args.host_devices},
+              "environment": environment(jx, tc)}
+    t_start = time.perf_counter()
+    default = f"jax_{jx.default_devices}dev"
+    if "train" not in args.skip:
+        contenders = {}
+        for n, mesh in jx.meshes.items():
+            contenders[f"jax_{n}dev"] = jx.step(mesh, augmented=True)
+        if args.core:
+            contenders[f"jax_core_{jx.default_devices}dev"] = jx.step(jx.meshes[jx.default_devices], augmented=False)
+        contenders["torch"] = tc.step
+        times = interleave(contenders, args.rounds)
+        torch_med = statistics.median(times["torch"])
+        rows = {}
+        for name, ts in times.items():
+            row = summarise(ts)
+            row["steps_per_s"] = 1.0 / row["median_s"]
+            row["ratio_vs_torch"] = row["median_s"] / torch_med
+            # Per-round ratios (same round, adjacent in time) are robust to load drifting between rounds.
+            row["median_paired_ratio"] = statistics.median(a / b for a, b in zip(ts, times["torch"]))
+            # On a loaded machine the least-disturbed round of each is the closest to its unloaded speed.
+            row["min_ratio"] = row["min_s"] / min(times["torch"])
+            row.update(getattr(contenders[name], "info", {}))
+            if hasattr(contenders[name], "check"):
+                row.update(contenders[name].check())
+            rows[name] = row
+        report["train_step"] = rows
+        report["train_step_default"] = default
+        report["train_step_fastest_jax"] = min((n for n in rows if n.startswith("jax_") and "core" not in n),
+                                               key=lambda n: rows[n]["median_s"])
+    if "eval" not in args.skip:
+        contenders = {f"jax_{n}dev": jx.eval(mesh) for n, mesh in jx.meshes.items()}
+        contenders["torch"] = tc.eval
+        times = interleave(contenders, args.rounds)
+        torch_med = statistics.median(times["torch"])
+        rows = {}
+        for name, ts in times.items():
+            row = summarise(ts)
+            row["images_per_s"] = 1.0 / row["median_s"]
+            row["throughput_ratio_jax_over_torch"] = torch_med / row["median_s"]
+            row.update(getattr(contenders[name], "info", {}))
+            rows[name] = row
+        report["eval"] = rows
+    if "loss" not in args.skip:
+        rows = []
+        for n in LOSS_CLASSES:
+            j = jx.loss(n)
+            contenders = {"jax_fast_f32": j, "torch_f64_identity": tc.loss(n, j.inputs, broadcast=False)}
+            if BATCH * n * n * 8 <= args.max_broadcast_bytes:
+                contenders["torch_f64_original_broadcast"] = tc.loss(n, j.inputs, broadcast=True)
+            times = interleave(contenders, args.loss_repeats)
+            row = {"classes": n, "batch": BATCH}
+            for name, ts in times.items():
+                row[f"{name}_median_s"] = statistics.median(ts)
+                row[f"{name}_loss"] = contenders[name].value
+            for name in contenders:
+                if name.startswith("torch"):
+                    row[f"ratio_jax_over_{name}"] = row["jax_fast_f32_median_s"] / row[f"{name}_median_s"]
+            row["max_rel_loss_diff"] = max(abs(c.value - j.value) / abs(c.value) for c in contenders.values())
+            rows.append(row)
+        report["loss_kernel"] = rows
+    report["benchmark_seconds"] = time.perf_counter() - t_start
+    ratio = report["train_step"][default]["ratio_vs_torch"] if "train_step" in report else float("nan")
+    report["train_step_ratio_jax_over_torch"] = ratio
+    if args.out:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        with open(args.out, "w") as f:
+            json.dump(report, f, indent=2)
+            f.write("\n")
+    print_table(report)
+    if args.out:
+        print(f"wrote {args.out}")
+    print(f"train_step_ratio_jax_over_torch={ratio:.3f}")
+    return report
+
+
+def print_table(report: dict) -> None:
+    env = report["environment"]
+    print(f"JAX {env['versions']['jax']} on {env['jax_device_count']}x {env['jax_device']} ({env['jax_backend']}); "
+          f"PyTorch {env['versions']['torch']} on {env['torch_device']} ({env['torch_num_threads']} threads); "
+          f"XLA_FLAGS='{env['xla_flags']}'")
+    if "train_step" in report:
+        print(f"\ntrain step, batch {BATCH} (ratio = median step time / PyTorch's; < 1 means JAX faster)")
+        print(f"{'':16s}{'median ms':>10s}{'min ms':>9s}{'steps/s':>9s}{'ratio':>8s}{'paired':>8s}{'min/min':>8s}")
+        for name, r in report["train_step"].items():
+            print(f"{name:16s}{r['median_s'] * 1e3:10.1f}{r['min_s'] * 1e3:9.1f}{r['steps_per_s']:9.2f}"
+                  f"{r['ratio_vs_torch']:8.3f}{r['median_paired_ratio']:8.3f}{r['min_ratio']:8.3f}")
+        print(f"default (what `cac-jax train` uses here): {report['train_step_default']}; "
+              f"fastest JAX: {report['train_step_fastest_jax']}")
+    if "eval" in report:
+        print(f"\neval forward, batch {EVAL_BATCH} (ratio = JAX images/s / PyTorch's; > 1 means JAX faster)")
+        for name, r in report["eval"].items():
+            print(f"{name:16s}{r['images_per_s']:10.0f} img/s{r['throughput_ratio_jax_over_torch']:8.3f}")
+    if "loss_kernel" in report:
+        print(f"\nloss + gradient, batch {BATCH} (ratio = JAX time / PyTorch time)")
+        print(f"{'N':>6s}{'jax ms':>9s}{'torch f64 ms':>13s}{'ratio':>7s}{'orig bcast ms':>14s}{'ratio':>7s}")
+        for r in report["loss_kernel"]:
+            b = r.get("torch_f64_original_broadcast_median_s")
+            bs = f"{b * 1e3:14.3f}{r['ratio_jax_over_torch_f64_original_broadcast']:7.3f}" if b else f"{'skipped':>14s}{'':7s}"
+            print(f"{r['classes']:6d}{r['jax_fast_f32_median_s'] * 1e3:9.3f}{r['torch_f64_identity_median_s'] * 1e3:13.3f}"
+                  f"{r['ratio_jax_over_torch_f64_identity']:7.3f}{bs}")
+
+
+if __name__ == "__main__":
+    main()
