@@ -1,14 +1,21 @@
-"""Command line: ``cac-jax train`` and ``cac-jax eval`` (also ``python -m cac_jax``).
+"""Command line (also ``python -m cac_jax``): ``train``, ``eval``, ``sweep``, ``report``, ``plots``.
 
 ``cac-jax train`` with no arguments trains CAC on the built-in digits data (trial 0), evaluates it and
 writes ``runs/digits/trial0/results.json``. Any config field can be overridden with ``--set key=value``
 (repeatable; tuples comma-separated, e.g. ``--set learning_rates=0.02,0.002``).
+
+* ``cac-jax eval --workdir W`` (or ``--checkpoint W/checkpoints/stage2/best``) re-evaluates a trained run.
+* ``cac-jax sweep --experiment digits --method cac`` runs trials 0-4 into ``runs/sweeps/digits/cac``
+  (``--method all`` or ``--method cac,ce_msp``: one sweep per method, each in ``<root>/<method>``).
+* ``cac-jax report runs/sweeps/digits`` tabulates sweeps next to the paper's numbers.
+* ``cac-jax plots W`` redraws a run's (or a sweep's) plots from its saved test scores.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import sys
 
@@ -49,10 +56,51 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(t)
 
     e = sub.add_parser("eval", help="evaluate the best checkpoint of a trained run, write results.json",
-                       description="Evaluate the best checkpoint of the run's last stage (accuracy, AUROC).")
-    e.add_argument("--workdir", required=True, help="work directory of a trained run (holds config.json)")
+                       description="Evaluate a trained run from its files alone (config.json and checkpoints) and "
+                                   "write results.json (accuracy, AUROC, OSCR, OpenAUC, FPR95, AUPR-in/out), "
+                                   "scores.npz and the plots. An earlier results.json is renamed, never overwritten.")
+    e.add_argument("--workdir", help="work directory of a trained run (holds config.json and checkpoints/); with "
+                                     "--checkpoint: where to write the outputs (default: the checkpoint's run)")
+    e.add_argument("--checkpoint", help="a checkpoint directory <run>/checkpoints/stage<s>[/best|/latest] "
+                                        "(default: the best checkpoint of the run's last stage)")
+    e.add_argument("--config", help="config.json to use (default: the run's own)")
     _add_common(e)
+
+    s = sub.add_parser("sweep", help="train and evaluate a method on trials 0-4, write mean and std",
+                       description="Run trials one after another into <workdir>/trial<k>. A trial with a "
+                                   "results.json is not rerun; an interrupted one resumes from its checkpoint. "
+                                   "Writes <workdir>/results.json (per trial, mean, sample std), results.md, roc.png.")
+    s.add_argument("--experiment", default="digits", choices=config_lib.EXPERIMENTS)
+    s.add_argument("--method", default="cac", type=_methods,
+                   help=f"one of {', '.join(config_lib.METHODS)}, several comma-separated, or 'all' (default cac)")
+    s.add_argument("--trials", type=_trials, default=[0, 1, 2, 3, 4], help="trials, e.g. 0,1,2,3,4 (the default)")
+    s.add_argument("--workdir", help="sweep directory (default runs/sweeps/<experiment>/<method>; with several "
+                                     "methods <workdir>/<method>)")
+    s.add_argument("--seed", type=int, help="random seed")
+    s.add_argument("--epochs", help="epochs of stage 1 and stage 2, e.g. 2,1 (fewer than the experiment's: "
+                                    "the report marks the sweep as shortened)")
+    _add_common(s)
+
+    r = sub.add_parser("report", help="Markdown table of sweeps next to the paper's numbers",
+                       description="Tabulate sweep results (mean ± std over trials) next to the published AUROC "
+                                   "of CAC and of the softmax baseline. A directory without results.json is "
+                                   "searched one level down (e.g. runs/sweeps/digits holds one sweep per method).")
+    r.add_argument("sweeps", nargs="+", metavar="SWEEP_DIR")
+    r.add_argument("--output", help="also write the table to this file")
+
+    pl = sub.add_parser("plots", help="redraw the plots of a run or a sweep from its saved scores",
+                        description="Redraw roc.png, score_hist.png, logit_pca.png, training_curves.png of a run "
+                                    "(from scores.npz and metrics.jsonl), or roc.png of a sweep.")
+    pl.add_argument("workdir")
     return parser
+
+
+def _methods(text: str) -> list[str]:
+    methods = list(config_lib.METHODS) if text == "all" else [m.strip() for m in text.split(",") if m.strip()]
+    bad = [m for m in methods if m not in config_lib.METHODS]
+    if bad or not methods:
+        raise argparse.ArgumentTypeError(f"unknown method(s) {bad or text!r}; choose from {config_lib.METHODS} or all")
+    return methods
 
 
 def _common_overrides(args) -> list[str]:
@@ -83,17 +131,28 @@ def train_configs(args) -> list[config_lib.Config]:
     return cfgs
 
 
+TABLE_METRICS = (("accuracy", "accuracy"), ("auroc", "AUROC"), ("oscr", "OSCR"), ("open_auc", "OpenAUC"),
+                 ("fpr95", "FPR95"), ("aupr_in", "AUPR-in"), ("aupr_out", "AUPR-out"))
+
+
 def format_table(rows: list[dict]) -> str:
-    """A readable table of per-trial results (and their mean when there are several)."""
-    lines = [f"{'experiment':<15} {'method':<12} {'trial':>5} {'accuracy':>9} {'AUROC':>7}  workdir"]
+    """A readable table of per-trial results (and their mean when there are several); metrics missing
+    from an older results.json are left blank."""
+    def cells(get):
+        return " ".join(f"{get(k):>{max(len(n), 6)}.4f}" if get(k) is not None else " " * max(len(n), 6)
+                        for k, n in TABLE_METRICS)
+
+    head = " ".join(f"{n:>{max(len(n), 6)}}" for _, n in TABLE_METRICS)
+    lines = [f"{'experiment':<15} {'method':<12} {'trial':>5} {head}  workdir"]
     for r in rows:
         c = r["config"]
-        lines.append(f"{c['experiment']:<15} {c['method']:<12} {c['trial']:>5} {r['accuracy']:>9.4f} "
-                     f"{r['auroc']:>7.4f}  {r.get('workdir', '')}")
+        lines.append(f"{c['experiment']:<15} {c['method']:<12} {c['trial']:>5} {cells(r.get)}  {r.get('workdir', '')}")
     if len(rows) > 1:
-        acc = sum(r["accuracy"] for r in rows) / len(rows)
-        auc = sum(r["auroc"] for r in rows) / len(rows)
-        lines.append(f"{'mean':<15} {'':<12} {'':>5} {acc:>9.4f} {auc:>7.4f}")
+        def mean(k):
+            values = [r[k] for r in rows if k in r]
+            return sum(values) / len(values) if len(values) == len(rows) else None
+
+        lines.append(f"{'mean':<15} {'':<12} {'':>5} {cells(mean)}")
     return "\n".join(lines)
 
 
@@ -113,17 +172,62 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from cac_jax import train
+    from cac_jax import eval_run
 
-    cfg = config_lib.load_config(os.path.join(args.workdir, "config.json"))
-    cfg = config_lib.apply_overrides(cfg, _common_overrides(args)).replace(workdir=args.workdir)
-    ctx = train.make_context(cfg, train.load_data(cfg))
-    results = train.evaluate_run(ctx)
-    results["workdir"] = os.path.abspath(args.workdir)
-    path = train.write_results(args.workdir, results)
+    results, path = eval_run.evaluate_run_dir(args.workdir, checkpoint=args.checkpoint, config_path=args.config,
+                                              overrides=_common_overrides(args))
     print(format_table([results]))
-    print(f"wrote {path}")
+    print(f"wrote {path} (and scores.npz, plots) in {os.path.dirname(os.path.abspath(path))}")
     return 0
+
+
+def cmd_sweep(args) -> int:
+    from cac_jax import sweep
+
+    flags = [f"{flag}={getattr(args, flag)}" for flag in ("seed", "epochs") if getattr(args, flag) is not None]
+    base = config_lib.apply_overrides(config_lib.get_experiment(args.experiment), flags + _common_overrides(args))
+    for method in args.method:
+        workdir = args.workdir
+        if workdir is None:
+            workdir = sweep.default_workdir(args.experiment, method)
+        elif len(args.method) > 1:
+            workdir = os.path.join(workdir, method)
+        result = sweep.run_sweep(base.replace(method=method), args.trials, workdir,
+                                 log=lambda m: print(m, flush=True))
+        print(sweep.sweep_markdown(result))
+        print(f"wrote {os.path.join(workdir, 'results.json')} and results.md", flush=True)
+    return 0
+
+
+def cmd_report(args) -> int:
+    from cac_jax import report
+
+    text = report.report(args.sweeps)
+    print(text, end="")
+    if args.output:
+        with open(args.output, "w") as f:
+            f.write(text)
+    return 0
+
+
+def cmd_plots(args) -> int:
+    from cac_jax import evaluate, plots, sweep
+
+    results = os.path.join(args.workdir, "results.json")
+    scores = os.path.join(args.workdir, evaluate.SCORES_FILE)
+    if os.path.exists(scores):
+        written = plots.write_run_plots(args.workdir, evaluate.load_outputs(scores))
+    elif os.path.exists(results):
+        with open(results) as f:
+            written = [sweep.write_sweep_roc(args.workdir, json.load(f))]
+    else:
+        raise FileNotFoundError(f"{args.workdir} holds neither {evaluate.SCORES_FILE} (a run) nor results.json "
+                                f"(a sweep): evaluate it first")
+    print("wrote " + ", ".join(p for p in written if p))
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "sweep": cmd_sweep, "report": cmd_report, "plots": cmd_plots}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -131,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     from cac_jax import train
 
     try:
-        return {"train": cmd_train, "eval": cmd_eval}[args.command](args)
+        return COMMANDS[args.command](args)
     except (ValueError, FileNotFoundError, train.WorkdirError, train.TrainingDiverged) as e:
         print(f"cac-jax {args.command}: error: {e}", file=sys.stderr)
         return 1

@@ -1,15 +1,21 @@
-"""Evaluation: logits over an image array (jitted, sharded), class-mean anchors, CAC scores and metrics.
+"""Evaluation: logits over an image array (jitted, sharded), class-mean anchors, scores and metrics.
 
 CAC test protocol (SPEC.md §2): the anchors used at test time are not alpha·I but the per-class
 mean logit vectors of the *correctly classified training images* (no augmentation; for every
 dataset except mnist/svhn/digits also their horizontally flipped copies). With those means μ_k,
 a test image's distances are d_k = ||z - μ_k||, its closed-set prediction argmin_k d_k and its
-open-set score min_k d_k·(1 - softmin(d)_k) (larger = more likely unknown). AUROC takes unknown
-as the positive class; accuracy is top-1 on the known test set.
+open-set score min_k d_k·(1 - softmin(d)_k) (larger = more likely unknown). The baselines'
+predictions and scores are in :mod:`cac_jax.method_scores`; every distance-based method
+(``cac``, ``cac_learnt``, ``ce_distance``) uses the same class means.
+
+Metrics (:func:`open_set_metrics`, all from :mod:`cac_jax.metrics`, unknown = positive where it matters):
+``accuracy`` (closed-set, known test set), ``auroc``, ``oscr``, ``open_auc``, ``fpr95`` (fraction of
+unknowns accepted at the threshold accepting 95% of knowns), ``aupr_in`` (knowns positive), ``aupr_out``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 
@@ -18,10 +24,30 @@ import jax.numpy as jnp
 import numpy as np
 
 from cac_jax import mesh as mesh_lib
-from cac_jax import metrics, scores
+from cac_jax import method_scores, metrics, scores
 from cac_jax.data import augment
 
 NO_FLIP_DATASETS = ("mnist", "svhn", "digits")
+METRIC_KEYS = ("accuracy", "auroc", "oscr", "open_auc", "fpr95", "aupr_in", "aupr_out")
+SCORES_FILE = "scores.npz"
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalOutputs:
+    """Per-sample test outputs of one run: enough to recompute every metric and plot without the network.
+
+    ``class_means`` (N, N): the test-time anchors (None for the CE methods that do not use them);
+    ``train_anchors`` (N, N): alpha·I or the learnt centres (None for CE networks)."""
+
+    method: str
+    known_logits: np.ndarray
+    unknown_logits: np.ndarray
+    known_labels: np.ndarray
+    known_pred: np.ndarray
+    known_scores: np.ndarray
+    unknown_scores: np.ndarray
+    class_means: np.ndarray | None = None
+    train_anchors: np.ndarray | None = None
 
 
 def padded_batches(num_examples: int, batch_size: int):
@@ -82,15 +108,30 @@ def class_means(logits: np.ndarray, labels: np.ndarray, predictions: np.ndarray,
     return means
 
 
-def training_anchors(variables, num_classes: int, alpha: float) -> np.ndarray:
-    """The anchors the network was trained against: learnt centres if present, else alpha·I."""
-    params = variables["params"]
-    if "centres" in params:
-        return np.asarray(params["centres"], np.float64)
-    return alpha * np.eye(num_classes)
+def training_anchors(variables) -> np.ndarray | None:
+    """The centres the network was trained against: learnt centres, fixed alpha·I, or None (CE network)."""
+    if "centres" in variables["params"]:
+        return np.asarray(variables["params"]["centres"], np.float64)
+    if "anchors" in variables:
+        return np.asarray(variables["anchors"]["centres"], np.float64)
+    return None
 
 
-def class_mean_anchors(model, variables, data, *, mesh, alpha: float, flip: bool, batch_size: int = 512) -> np.ndarray:
+def training_predictions(logits: np.ndarray, variables) -> np.ndarray:
+    """What the trained network predicts: the nearest learnt centre, else argmax of the logits
+    (which is also the nearest fixed anchor alpha·e_j, since ||z - alpha·e_j||² = ||z||² - 2·alpha·z_j + alpha²)."""
+    centres = variables["params"].get("centres")
+    if centres is not None:
+        return np.asarray(scores.predict(jnp.asarray(logits), jnp.asarray(centres, jnp.float32)))
+    return np.argmax(logits, axis=-1)
+
+
+def anchor_flip(cfg, dataset: str) -> bool:
+    """Whether flipped copies join the class means: ``cfg.anchor_flip`` if set, else all but mnist/svhn/digits."""
+    return cfg.anchor_flip if cfg.anchor_flip is not None else dataset not in NO_FLIP_DATASETS
+
+
+def class_mean_anchors(model, variables, data, *, mesh, flip: bool, batch_size: int = 512) -> np.ndarray:
     """SPEC.md §2 step 2: class means of correctly classified (unaugmented, optionally also flipped) train images."""
     kw = dict(mesh=mesh, image_size=data.image_size, mean=data.mean, std=data.std, batch_size=batch_size)
     logits = [compute_logits(model, variables, data.train.images, **kw)]
@@ -98,43 +139,66 @@ def class_mean_anchors(model, variables, data, *, mesh, alpha: float, flip: bool
         logits.append(compute_logits(model, variables, data.train.images, hflip=True, **kw))
     logits = np.concatenate(logits)
     labels = np.tile(data.train.labels, len(logits) // len(data.train.labels))
-    trained = training_anchors(variables, data.num_classes, alpha)
-    pred = np.asarray(scores.predict(jnp.asarray(logits), jnp.asarray(trained, jnp.float32)))
-    return class_means(logits, labels, pred, data.num_classes)
+    return class_means(logits, labels, training_predictions(logits, variables), data.num_classes)
 
 
-def open_set_scores(method: str, logits: np.ndarray, anchors: np.ndarray | None):
-    """(predictions, open-set score: larger = unknown) of one test set for ``method``."""
-    z = jnp.asarray(logits)
-    if method in ("cac", "cac_learnt", "ce_distance"):
-        a = jnp.asarray(anchors, jnp.float32)
-        return np.asarray(scores.predict(z, a)), np.asarray(scores.open_set_score(z, a))
-    pred = np.asarray(jnp.argmax(z, axis=-1))
-    if method == "ce_msp":
-        return pred, -np.asarray(jax.nn.softmax(z, axis=-1).max(axis=-1))
-    if method == "ce_max_logit":
-        return pred, -np.asarray(z.max(axis=-1))
-    raise ValueError(f"unknown method {method!r}")
+def open_set_metrics(known_scores, unknown_scores, known_pred, known_labels) -> dict:
+    """The seven metrics of :data:`METRIC_KEYS` (fractions in [0, 1]) from per-sample test outputs."""
+    correct = np.asarray(known_pred) == np.asarray(known_labels)
+    return {
+        "accuracy": metrics.closed_set_accuracy(known_pred, known_labels),
+        "auroc": metrics.auroc(known_scores, unknown_scores),
+        "oscr": metrics.oscr(known_scores, unknown_scores, correct),
+        "open_auc": metrics.open_auc(known_scores, unknown_scores, correct),
+        "fpr95": metrics.fpr_at_tpr(known_scores, unknown_scores, tpr=0.95),
+        "aupr_in": metrics.aupr_in(known_scores, unknown_scores),
+        "aupr_out": metrics.aupr_out(known_scores, unknown_scores),
+    }
 
 
-def evaluate(model, variables, data, cfg, mesh) -> dict:
-    """Closed-set accuracy and AUROC of a trained network on the known/unknown test sets."""
-    t0 = time.perf_counter()
-    flip = cfg.anchor_flip if cfg.anchor_flip is not None else data.dataset not in NO_FLIP_DATASETS
+def compute_outputs(model, variables, data, cfg, mesh) -> EvalOutputs:
+    """Logits, predictions and open-set scores of the known and unknown test sets for ``cfg.method``."""
     kw = dict(mesh=mesh, image_size=data.image_size, mean=data.mean, std=data.std, batch_size=cfg.eval_batch_size)
-    anchors = None
-    if cfg.method in ("cac", "cac_learnt", "ce_distance"):
-        anchors = class_mean_anchors(model, variables, data, mesh=mesh, alpha=cfg.alpha, flip=flip,
-                                     batch_size=cfg.eval_batch_size)
+    means = None
+    if method_scores.needs_class_means(cfg.method):
+        means = class_mean_anchors(model, variables, data, mesh=mesh, flip=anchor_flip(cfg, data.dataset),
+                                   batch_size=cfg.eval_batch_size)
     known_logits = compute_logits(model, variables, data.test_known.images, **kw)
     unknown_logits = compute_logits(model, variables, data.test_unknown.images, **kw)
-    pred, known_scores = open_set_scores(cfg.method, known_logits, anchors)
-    _, unknown_scores = open_set_scores(cfg.method, unknown_logits, anchors)
-    return {
-        "accuracy": float(metrics.closed_set_accuracy(pred, data.test_known.labels)),
-        "auroc": float(metrics.auroc(known_scores, unknown_scores)),
-        "num_known_test": int(len(known_logits)),
-        "num_unknown_test": int(len(unknown_logits)),
-        "anchor_flip": bool(flip),
-        "eval_seconds": round(time.perf_counter() - t0, 3),
-    }
+    pred, known_scores = method_scores.predict_and_score(cfg.method, known_logits, means)
+    _, unknown_scores = method_scores.predict_and_score(cfg.method, unknown_logits, means)
+    return EvalOutputs(method=cfg.method, known_logits=known_logits, unknown_logits=unknown_logits,
+                       known_labels=np.asarray(data.test_known.labels), known_pred=np.asarray(pred),
+                       known_scores=np.asarray(known_scores, np.float64),
+                       unknown_scores=np.asarray(unknown_scores, np.float64),
+                       class_means=means, train_anchors=training_anchors(variables))
+
+
+def evaluate(model, variables, data, cfg, mesh) -> tuple[dict, EvalOutputs]:
+    """(results, outputs): the metrics of :data:`METRIC_KEYS` plus test-set sizes and timing, and the
+    per-sample outputs they were computed from."""
+    t0 = time.perf_counter()
+    out = compute_outputs(model, variables, data, cfg, mesh)
+    results = open_set_metrics(out.known_scores, out.unknown_scores, out.known_pred, out.known_labels)
+    results.update(num_known_test=int(len(out.known_logits)), num_unknown_test=int(len(out.unknown_logits)),
+                   anchor_flip=bool(anchor_flip(cfg, data.dataset)) if out.class_means is not None else None,
+                   eval_seconds=round(time.perf_counter() - t0, 3))
+    return results, out
+
+
+def save_outputs(path: str, out: EvalOutputs) -> None:
+    """Write ``out`` as a compressed .npz (absent optional arrays are left out)."""
+    arrays = {f.name: getattr(out, f.name) for f in dataclasses.fields(out)}
+    arrays = {k: np.asarray(v) for k, v in arrays.items() if v is not None}
+    np.savez_compressed(path, **arrays)
+
+
+def load_outputs(path: str) -> EvalOutputs:
+    """Read what :func:`save_outputs` wrote."""
+    try:
+        with np.load(path) as f:
+            arrays = {k: f[k] for k in f.files}
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no saved test scores at {path}: evaluate the run first (cac-jax eval)") from None
+    arrays["method"] = str(arrays["method"])
+    return EvalOutputs(**arrays)

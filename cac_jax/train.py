@@ -308,14 +308,14 @@ def train(ctx: Context, *, max_steps: int | None = None) -> bool:
     return True
 
 
-def best_variables(ctx: Context, stage: int) -> dict:
-    """Variables of the best checkpoint of ``stage`` (what evaluation uses)."""
+def best_variables(ctx: Context, stage: int, kind: str = "best") -> dict:
+    """Variables of the ``kind`` ("best", what evaluation uses, or "latest") checkpoint of ``stage``."""
     store = checkpoints.StageCheckpoints(ctx.cfg.resolved_workdir, stage)
     tx = train_state.make_optimizer(ctx.cfg.learning_rates[stage - 1], momentum=ctx.cfg.momentum,
                                     weight_decay=ctx.cfg.weight_decay)
-    if not store.exists("best"):
-        raise FileNotFoundError(f"no best checkpoint in {store.root}/best: train stage {stage} first")
-    state, _ = store.restore("best", _fresh_state(ctx, tx), ctx.signature)
+    if not store.exists(kind):
+        raise FileNotFoundError(f"no {kind} checkpoint in {store.root}/{kind}: train stage {stage} first")
+    state, _ = store.restore(kind, _fresh_state(ctx, tx), ctx.signature)
     store.close()
     return state.variables()
 
@@ -358,16 +358,29 @@ def write_results(workdir: str, results: dict) -> str:
     return path
 
 
-def evaluate_run(ctx: Context) -> dict:
-    """Evaluate the best checkpoint of the last configured stage and write results.json."""
-    stage = stages_to_run(ctx.cfg)[-1]
-    results = evaluate.evaluate(ctx.model, best_variables(ctx, stage), ctx.data, ctx.cfg, ctx.mesh)
-    results.update(stage=stage, config=ctx.cfg.to_dict(), num_devices=int(ctx.mesh.devices.size))
-    return results
+def evaluate_run(ctx: Context, *, stage: int | None = None, kind: str = "best"):
+    """(results, per-sample outputs) of the ``kind`` checkpoint of ``stage`` (default: the best checkpoint
+    of the last configured stage)."""
+    stage = stage or stages_to_run(ctx.cfg)[-1]
+    results, outputs = evaluate.evaluate(ctx.model, best_variables(ctx, stage, kind), ctx.data, ctx.cfg, ctx.mesh)
+    results.update(stage=stage, checkpoint=kind, config=ctx.cfg.to_dict(), num_devices=int(ctx.mesh.devices.size))
+    return results, outputs
+
+
+def write_outputs(workdir: str, results: dict, outputs) -> str:
+    """results.json (see :func:`write_results`), the per-sample test outputs (scores.npz) and the run's plots."""
+    path = write_results(workdir, results)
+    if jax.process_index() == 0:
+        evaluate.save_outputs(os.path.join(workdir, evaluate.SCORES_FILE), outputs)
+        from cac_jax import plots  # matplotlib only once training is over
+
+        plots.write_run_plots(workdir, outputs)
+    return path
 
 
 def run(cfg: Config, data=None, *, max_steps: int | None = None) -> dict | None:
-    """Train (or resume) and evaluate; writes config.json, metrics.jsonl and results.json into the workdir.
+    """Train (or resume) and evaluate; writes config.json, metrics.jsonl, results.json, scores.npz and the
+    plots into the workdir.
 
     Returns the results dict, or None when stopped early by ``max_steps``."""
     mesh_lib.maybe_initialize_distributed(cfg.distributed)
@@ -383,8 +396,8 @@ def run(cfg: Config, data=None, *, max_steps: int | None = None) -> dict | None:
     if not train(ctx, max_steps=max_steps):
         return None
     t2 = time.perf_counter()
-    results = evaluate_run(ctx)
+    results, outputs = evaluate_run(ctx)
     results.update(train_seconds=round(t2 - t1, 3), total_seconds=round(time.perf_counter() - t0, 3),
                    workdir=os.path.abspath(workdir))
-    write_results(workdir, results)
+    write_outputs(workdir, results, outputs)
     return results

@@ -1,0 +1,64 @@
+"""Closed-set prediction and open-set score of every method, from test logits (pure functions).
+
+Convention (as :mod:`cac_jax.metrics`): the open-set score is "unknownness", larger = more likely unknown.
+``means`` are the per-class mean logit vectors of the correctly classified training images (SPEC.md §2),
+the test-time anchors of every distance-based method.
+
+=================  ===========================================  ==========================================
+method             prediction                                   open-set score
+=================  ===========================================  ==========================================
+``cac``            argmin_j d_j,  d_j = ||z - mean_j||          min_j d_j·(1 - softmin(d)_j)  (CAC, eq. 5)
+``cac_learnt``     as ``cac`` (the ablation is scored against   as ``cac``
+                   class means too, the same protocol)
+``ce_msp``         argmax_j z_j                                 -max_j softmax(z)_j   (Hendrycks & Gimpel)
+``ce_max_logit``   argmax_j z_j                                 -max_j z_j            (Vaze et al. 2022)
+``ce_distance``    argmin_j d_j                                 min_j d_j  (plain Euclidean distance to
+                                                                the nearest class mean: the post-hoc
+                                                                distance classifier CAC improves on)
+=================  ===========================================  ==========================================
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from cac_jax import losses, scores
+
+DISTANCE_METHODS = ("cac", "cac_learnt", "ce_distance")
+
+
+def needs_class_means(method: str) -> bool:
+    """Whether ``method`` scores against the class means of the training logits."""
+    return method in DISTANCE_METHODS
+
+
+def msp_score(logits):
+    """(B,) -max_j softmax(z)_j: low confidence = unknown."""
+    return -jnp.max(jax.nn.softmax(logits, axis=-1), axis=-1)
+
+
+def max_logit_score(logits):
+    """(B,) -max_j z_j: a small largest logit = unknown."""
+    return -jnp.max(logits, axis=-1)
+
+
+def min_distance_score(logits, means):
+    """(B,) min_j ||z - mean_j||: far from every class mean = unknown."""
+    return jnp.min(losses.distances(logits, means), axis=-1)
+
+
+def predict_and_score(method: str, logits, means=None):
+    """(predictions (B,), open-set scores (B,)) of ``logits`` (B, N) for ``method``; see the module table."""
+    z = jnp.asarray(logits, jnp.float32)
+    if needs_class_means(method):
+        if means is None:
+            raise ValueError(f"method {method!r} needs the class means of the training logits")
+        m = jnp.asarray(means, jnp.float32)
+        score = min_distance_score(z, m) if method == "ce_distance" else scores.open_set_score(z, m)
+        return scores.predict(z, m), score
+    if method == "ce_msp":
+        return jnp.argmax(z, axis=-1), msp_score(z)
+    if method == "ce_max_logit":
+        return jnp.argmax(z, axis=-1), max_logit_score(z)
+    raise ValueError(f"unknown method {method!r}")

@@ -1,0 +1,145 @@
+"""Sweeps: one method over several trials of one benchmark, run one after another and resumable.
+
+Layout: ``<sweep>/trial<k>/`` is an ordinary run directory (config.json, checkpoints, results.json,
+scores.npz, plots). A trial whose ``results.json`` exists is not rerun: its numbers are reused (after
+checking that it was made with the same config); an interrupted trial resumes from its latest checkpoint
+(:func:`cac_jax.train.run` does that). The sweep then writes ``<sweep>/results.json`` (per-trial
+metrics, their mean and std), ``<sweep>/results.md`` (the same as a Markdown table) and ``<sweep>/roc.png``
+(one ROC curve per trial).
+
+Statistics: the mean and the **sample** standard deviation (``ddof=1``, i.e. divided by n - 1) over the
+trials, per metric; the paper's "±" over its 5 trials is presumably the same. With one trial the std is
+undefined and stored as None.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from cac_jax.config import Config
+from cac_jax.evaluate import METRIC_KEYS
+
+STD_DDOF = 1
+DEFAULT_TRIALS = (0, 1, 2, 3, 4)
+METRIC_NAMES = {"accuracy": "accuracy", "auroc": "AUROC", "oscr": "OSCR", "open_auc": "OpenAUC",
+                "fpr95": "FPR95", "aupr_in": "AUPR-in", "aupr_out": "AUPR-out"}
+
+
+def default_workdir(experiment: str, method: str) -> str:
+    return os.path.join("runs", "sweeps", experiment, method)
+
+
+def trial_workdir(sweep_dir: str, trial: int) -> str:
+    return os.path.join(sweep_dir, f"trial{trial}")
+
+
+def summarize(per_trial: Sequence[dict], keys: Sequence[str] = METRIC_KEYS) -> tuple[dict, dict]:
+    """(mean, std) per metric over the trials; std is the sample std (ddof=1), None for a single trial."""
+    mean, std = {}, {}
+    for k in keys:
+        values = np.array([r[k] for r in per_trial], np.float64)
+        mean[k] = float(values.mean())
+        std[k] = float(values.std(ddof=STD_DDOF)) if len(values) > STD_DDOF else None
+    return mean, std
+
+
+def _reusable_results(cfg: Config) -> dict | None:
+    """The trial's finished results, or None when it has none yet; a ValueError when they come from a
+    different config (another sweep in the same directory)."""
+    from cac_jax.train import RESUMABLE_CHANGES
+
+    path = os.path.join(cfg.resolved_workdir, "results.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        results = json.load(f)
+    old, new = results.get("config", {}), cfg.to_dict()
+    diffs = [f"{k}: {old.get(k)!r} -> {v!r}" for k, v in new.items() if k not in RESUMABLE_CHANGES and old.get(k) != v]
+    if diffs:
+        raise ValueError(f"{path} holds results of a different config ({'; '.join(diffs)}); "
+                         f"choose another sweep --workdir")
+    missing = [k for k in METRIC_KEYS if k not in results]
+    if missing:
+        raise ValueError(f"{path} lacks the metrics {missing} (an older evaluation): re-evaluate it with "
+                         f"`cac-jax eval --workdir {cfg.resolved_workdir}`")
+    return results
+
+
+def run_sweep(base: Config, trials: Sequence[int] = DEFAULT_TRIALS, workdir: str | None = None, *,
+              load_data: Callable[[Config], object] | None = None,
+              log: Callable[[str], None] = print) -> dict:
+    """Train and evaluate ``base`` on every trial (skipping finished ones), then write the sweep's
+    results.json, results.md and roc.png into ``workdir``. ``load_data(cfg)`` supplies a trial's data
+    (default: the config's own data). Returns the sweep results."""
+    from cac_jax import train
+
+    if not trials:
+        raise ValueError("a sweep needs at least one trial")
+    workdir = workdir or default_workdir(base.experiment, base.method)
+    os.makedirs(workdir, exist_ok=True)
+    per_trial = []
+    for k in trials:
+        cfg = base.replace(trial=k, workdir=trial_workdir(workdir, k))
+        results = _reusable_results(cfg)
+        if results is not None:
+            log(f"{base.method} trial {k}: finished before, reusing {cfg.resolved_workdir}/results.json")
+        else:
+            log(f"{base.method} trial {k}: training in {cfg.resolved_workdir}")
+            results = train.run(cfg, load_data(cfg) if load_data else None)
+        log(f"{base.method} trial {k}: " + "  ".join(f"{METRIC_NAMES[m]} {results[m]:.4f}" for m in METRIC_KEYS))
+        per_trial.append({"trial": k, **{m: results[m] for m in METRIC_KEYS},
+                          "workdir": os.path.abspath(cfg.resolved_workdir)})
+    mean, std = summarize(per_trial)
+    sweep = {"experiment": base.experiment, "dataset": base.dataset, "method": base.method, "trials": list(trials),
+             "per_trial": per_trial, "mean": mean, "std": std, "std_ddof": STD_DDOF,
+             "config": base.replace(workdir=None).to_dict()}
+    write_sweep(workdir, sweep)
+    return sweep
+
+
+def sweep_markdown(sweep: dict) -> str:
+    """Per-trial rows and a mean ± std row, metrics in %."""
+    head = "| trial | " + " | ".join(METRIC_NAMES[m] for m in METRIC_KEYS) + " |"
+    lines = [f"### {sweep['experiment']} / {sweep['method']} ({len(sweep['per_trial'])} trials)", "",
+             head, "|" + " --- |" * (len(METRIC_KEYS) + 1)]
+    for r in sweep["per_trial"]:
+        lines.append(f"| {r['trial']} | " + " | ".join(f"{100 * r[m]:.2f}" for m in METRIC_KEYS) + " |")
+    lines.append("| mean ± std | " + " | ".join(format_pm(sweep["mean"][m], sweep["std"][m]) for m in METRIC_KEYS)
+                 + " |")
+    lines += ["", f"Metrics in %; ± is the sample standard deviation over trials (ddof={sweep.get('std_ddof', STD_DDOF)})."
+              " FPR95: lower is better."]
+    return "\n".join(lines) + "\n"
+
+
+def format_pm(mean: float, std: float | None, scale: float = 100.0) -> str:
+    """``"mean ± std"`` in % with two decimals (just the mean when std is None)."""
+    return f"{scale * mean:.2f}" + (f" ± {scale * std:.2f}" if std is not None else "")
+
+
+def write_sweep(workdir: str, sweep: dict) -> None:
+    with open(os.path.join(workdir, "results.json"), "w") as f:
+        json.dump(sweep, f, indent=2, sort_keys=True)
+        f.write("\n")
+    with open(os.path.join(workdir, "results.md"), "w") as f:
+        f.write(sweep_markdown(sweep))
+    write_sweep_roc(workdir, sweep)
+
+
+def write_sweep_roc(workdir: str, sweep: dict) -> str | None:
+    """roc.png with one curve per trial that has saved test scores; None when none has."""
+    from cac_jax import evaluate, plots
+
+    curves = []
+    for r in sweep["per_trial"]:
+        path = os.path.join(r["workdir"], evaluate.SCORES_FILE)
+        if os.path.exists(path):
+            out = evaluate.load_outputs(path)
+            curves.append((f"trial {r['trial']}", out.known_scores, out.unknown_scores))
+    if not curves:
+        return None
+    return plots.plot_roc(os.path.join(workdir, "roc.png"), curves,
+                          title=f"{sweep['experiment']} / {sweep['method']}: ROC per trial")

@@ -1,0 +1,97 @@
+"""Sweeps: statistics, the Markdown table, and resuming after an interruption without rerunning
+finished trials."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+from _synthetic import synthetic_data, tiny_config
+
+from cac_jax import cli, config, sweep, train
+
+
+@pytest.fixture(scope="module")
+def data():
+    return synthetic_data()
+
+
+def test_summarize_uses_the_sample_std():
+    rows = [{"auroc": 0.5, "accuracy": 1.0}, {"auroc": 0.7, "accuracy": 1.0}, {"auroc": 0.9, "accuracy": 1.0}]
+    mean, std = sweep.summarize(rows, ("auroc", "accuracy"))
+    assert mean == pytest.approx({"auroc": 0.7, "accuracy": 1.0})
+    assert std == pytest.approx({"auroc": 0.2, "accuracy": 0.0})  # sqrt(((-.2)² + 0 + .2²) / (3 - 1))
+    mean, std = sweep.summarize(rows[:1], ("auroc",))
+    assert mean == {"auroc": 0.5} and std == {"auroc": None}
+
+
+def test_sweep_markdown():
+    keys = sweep.METRIC_KEYS
+    per_trial = [{"trial": 0, **{k: 0.5 for k in keys}}, {"trial": 3, **{k: 0.7 for k in keys}}]
+    mean, std = sweep.summarize(per_trial)
+    text = sweep.sweep_markdown({"experiment": "digits", "method": "ce_msp", "per_trial": per_trial,
+                                 "mean": mean, "std": std, "std_ddof": 1})
+    lines = text.splitlines()
+    assert lines[0] == "### digits / ce_msp (2 trials)"
+    assert lines[2] == "| trial | accuracy | AUROC | OSCR | OpenAUC | FPR95 | AUPR-in | AUPR-out |"
+    assert lines[4] == "| 0 | " + " | ".join(["50.00"] * 7) + " |"
+    assert lines[5] == "| 3 | " + " | ".join(["70.00"] * 7) + " |"
+    assert lines[6] == "| mean ± std | " + " | ".join(["60.00 ± 14.14"] * 7) + " |"
+
+
+def test_sweep_resumes_without_rerunning_finished_trials(tmp_path, data, monkeypatch):
+    base = tiny_config("unused", epochs=(2, 1)).replace(workdir=None)
+    root = str(tmp_path / "sweep")
+    calls, real_run = [], train.run
+
+    def run(cfg, d=None, **kw):
+        calls.append(cfg.trial)
+        if len(calls) == 2:  # trial 1 is killed in epoch 2 of stage 1 (after the epoch-1 checkpoint)
+            assert real_run(cfg, d, max_steps=8) is None
+            raise KeyboardInterrupt
+        return real_run(cfg, d, **kw)
+
+    monkeypatch.setattr(train, "run", run)
+    kw = dict(load_data=lambda c: data, log=lambda m: None)
+    with pytest.raises(KeyboardInterrupt):
+        sweep.run_sweep(base, [0, 1], root, **kw)
+    first = os.path.join(root, "trial0", "results.json")
+    before = (os.stat(first).st_mtime_ns, open(first).read())
+    assert not os.path.exists(os.path.join(root, "trial1", "results.json"))
+    assert not os.path.exists(os.path.join(root, "results.json"))
+
+    result = sweep.run_sweep(base, [0, 1], root, **kw)
+    assert calls == [0, 1, 1]  # trial 0 was not trained again
+    assert (os.stat(first).st_mtime_ns, open(first).read()) == before
+    log = [json.loads(line) for line in open(os.path.join(root, "trial1", "metrics.jsonl"))]
+    epochs = [(r["stage"], r["epoch"]) for r in log if r["kind"] == "epoch"]
+    assert epochs == [(1, 1), (1, 2), (2, epochs[2][1])]  # trial 1 resumed in epoch 2, not restarted
+    assert [r["trial"] for r in result["per_trial"]] == [0, 1]
+    per = [json.load(open(os.path.join(root, f"trial{k}", "results.json"))) for k in (0, 1)]
+    for key in sweep.METRIC_KEYS:
+        assert result["mean"][key] == pytest.approx(np.mean([p[key] for p in per]))
+        assert result["std"][key] == pytest.approx(np.std([p[key] for p in per], ddof=1))
+    on_disk = json.load(open(os.path.join(root, "results.json")))
+    assert on_disk["mean"] == pytest.approx(result["mean"]) and on_disk["std_ddof"] == 1
+    assert on_disk["config"]["epochs"] == [2, 1] and on_disk["config"]["workdir"] is None
+    assert "mean ± std" in open(os.path.join(root, "results.md")).read()
+    with open(os.path.join(root, "roc.png"), "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+    # Everything finished: nothing is trained, the same numbers come back.
+    assert sweep.run_sweep(base, [0, 1], root, **kw)["mean"] == pytest.approx(result["mean"])
+    assert calls == [0, 1, 1]
+    # Another config in the same directory is refused, not mixed in.
+    with pytest.raises(ValueError, match="different config.*lbda"):
+        sweep.run_sweep(base.replace(lbda=0.5), [0, 1], root, **kw)
+
+
+def test_sweep_command_line():
+    parse = cli.build_parser().parse_args
+    args = parse(["sweep", "--method", "all", "--trials", "0,2", "--epochs", "1,1"])
+    assert args.method == list(config.METHODS) and args.trials == [0, 2] and args.experiment == "digits"
+    assert parse(["sweep"]).method == ["cac"] and parse(["sweep"]).trials == [0, 1, 2, 3, 4]
+    assert parse(["sweep", "--method", "cac,ce_msp"]).method == ["cac", "ce_msp"]
+    with pytest.raises(SystemExit):
+        parse(["sweep", "--method", "svm"])
+    assert sweep.default_workdir("digits", "cac") == os.path.join("runs", "sweeps", "digits", "cac")
