@@ -194,6 +194,93 @@ def test_builtin_tfds_not_prepared_gives_instructions(data_dir):
         sources.read_tfds("svhn", "test", data_dir=data_dir)
 
 
+def prepare_builtin_mnist_stand_in(data_dir, n_train=50, n_test=30, seed=0):
+    """Prepare, without TensorFlow, what ``tfds build mnist --file_format=array_record`` would leave in ``data_dir``.
+
+    A stand-in builder with the registered MNIST builder's name, version and features (PNG
+    ``Image`` (28, 28, 1), ``ClassLabel`` 10) writes ``data_dir/mnist/3.0.1``. It yields the PNG
+    bytes itself (made with PIL), since ``Image`` encodes arrays with TensorFlow; the bytes are
+    stored as they are and read back with TFDS's normal decoding. Its class is not registered, so
+    ``tfds.builder("mnist")`` still gives TFDS's own MNIST builder, which then finds the data
+    prepared. Every image is random, so each one identifies its example. Returns the arrays.
+    """
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    arrays = {split: (rng.integers(0, 256, (n, 28, 28, 1), dtype=np.uint8), np.arange(n) % 10) for split, n in (("train", n_train), ("test", n_test))}
+
+    def png(image):
+        buf = io.BytesIO()
+        Image.fromarray(image[..., 0], "L").save(buf, "PNG")
+        return buf.getvalue()
+
+    class MnistStandIn(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+        name = "mnist"
+        VERSION = tfds.core.Version("3.0.1")
+
+        def _info(self):
+            features = {"image": tfds.features.Image(shape=(28, 28, 1)), "label": tfds.features.ClassLabel(num_classes=10)}
+            return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict(features))
+
+        def _split_generators(self, dl_manager):
+            return {split: self._generate_examples(split) for split in arrays}
+
+        def _generate_examples(self, split):
+            images, labels = arrays[split]
+            for i in range(len(labels)):
+                yield i, {"image": png(images[i]), "label": int(labels[i])}
+
+    builder = MnistStandIn(data_dir=data_dir, file_format="array_record")
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+    assert os.path.isdir(os.path.join(data_dir, "mnist", "3.0.1"))
+    return arrays
+
+
+def _positions(images, reference):
+    """Position in ``reference`` of each image of ``images`` (all images are distinct)."""
+    where = {image.tobytes(): i for i, image in enumerate(reference)}
+    assert len(where) == len(reference)
+    return np.array([where[image.tobytes()] for image in images])
+
+
+def test_builtin_tfds_prepared_is_read_without_tensorflow(data_dir):
+    arrays = prepare_builtin_mnist_stand_in(data_dir)
+    builder = tfds.builder("mnist", data_dir=data_dir, try_gcs=False)
+    assert builder.is_prepared() and type(builder).__module__.startswith("tensorflow_datasets.")  # TFDS's own MNIST
+    for split in ("train", "test"):
+        out = sources.read_tfds("mnist", split, data_dir=data_dir)
+        images, labels = arrays[split]
+        assert out.original_order is False
+        assert out.images.dtype == np.uint8 and out.images.shape == images.shape
+        assert out.labels.dtype == np.int64
+        pos = _positions(out.images, images)  # TFDS stores a shuffled order: match examples by content
+        assert sorted(pos.tolist()) == list(range(len(images)))
+        np.testing.assert_array_equal(out.images, images[pos])
+        np.testing.assert_array_equal(out.labels, labels[pos])
+    # read_source checks the image shape on the same path
+    np.testing.assert_array_equal(sources.read_source("mnist", "test", data_dir=data_dir).labels, sources.read_tfds("mnist", "test", data_dir=data_dir).labels)
+
+
+def test_load_open_set_from_prepared_builtin_tfds(data_dir, tmp_path):
+    arrays = prepare_builtin_mnist_stand_in(data_dir, n_train=50, n_test=30)  # 5 train, 3 test images per class
+    d = load_open_set("mnist", 0, data_dir=data_dir)
+    known, unknown = [0, 1, 2, 4, 5, 9], [3, 6, 7, 8]
+    assert (d.known, d.unknown, d.num_classes, d.channels) == (tuple(known), tuple(unknown), 6, 1)
+    assert (len(d.train), len(d.val), len(d.test_known), len(d.test_unknown)) == (6 * 4, 6 * 1, 6 * 3, 4 * 3)  # 80/20 per class
+    train_x, train_y = arrays["train"]
+    test_x, test_y = arrays["test"]
+    for part, (x, y) in ((d.train, arrays["train"]), (d.val, arrays["train"]), (d.test_known, arrays["test"])):
+        assert part.images.dtype == np.uint8 and part.images.shape[1:] == (28, 28, 1) and part.labels.dtype == np.int32
+        np.testing.assert_array_equal(np.array(known)[part.labels], y[_positions(part.images, x)])  # remapped labels
+    train_pos, val_pos = _positions(d.train.images, train_x), _positions(d.val.images, train_x)
+    assert sorted(np.concatenate([train_pos, val_pos]).tolist()) == np.flatnonzero(np.isin(train_y, known)).tolist()
+    np.testing.assert_array_equal(d.test_unknown.labels, test_y[_positions(d.test_unknown.images, test_x)])  # raw ids
+    assert set(d.test_unknown.labels.tolist()) == set(unknown)
+    # built-in TFDS data are shuffled, so the original's train/val file cannot apply
+    with pytest.raises(ValueError, match="original \\(torchvision\\) order.*use npz_path for mnist"):
+        load_open_set("mnist", 0, data_dir=data_dir, trainval_file=tmp_path / "unused.json")
+
+
 def test_download_attempt_fails_the_test(data_dir):
     with pytest.raises(NetworkBlocked):
         tfds.data_source("mnist", split="train", data_dir=data_dir, download=True)
