@@ -66,6 +66,11 @@ class Context:
 def load_data(cfg: Config):
     from cac_jax import data as data_lib
 
+    if not cfg.progress:  # TFDS draws its own bars while it prepares a dataset
+        import tensorflow_datasets as tfds
+
+        tfds.disable_progress_bar()
+
     return data_lib.load_open_set(cfg.dataset, cfg.trial, family=cfg.split_family, data_dir=cfg.data_dir,
                                   npz_path=cfg.npz_path, manual_dir=cfg.manual_dir, trainval_file=cfg.trainval_file)
 
