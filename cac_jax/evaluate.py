@@ -25,7 +25,7 @@ import numpy as np
 
 from cac_jax import mesh as mesh_lib
 from cac_jax import method_scores, metrics, scores
-from cac_jax.data import augment
+from cac_jax.data import augment, pipeline
 
 NO_FLIP_DATASETS = ("mnist", "svhn", "digits")
 METRIC_KEYS = ("accuracy", "auroc", "oscr", "open_auc", "fpr95", "aupr_in", "aupr_out")
@@ -50,17 +50,10 @@ class EvalOutputs:
     train_anchors: np.ndarray | None = None
 
 
-def padded_batches(num_examples: int, batch_size: int):
-    """Yield (indices, mask) covering 0..n-1 in order; the last batch is padded (mask False) to full size.
-
-    Each process gets its contiguous slice of every global batch."""
-    pc, pi = jax.process_count(), jax.process_index()
-    for start in range(0, num_examples, batch_size):
-        idx = np.arange(start, min(start + batch_size, num_examples))
-        mask = np.ones(batch_size, bool)
-        mask[len(idx):] = False
-        idx = np.concatenate([idx, np.full(batch_size - len(idx), idx[0])])
-        yield idx.reshape(pc, -1)[pi], mask.reshape(pc, -1)[pi]
+def eval_batches(num_examples: int, batch_size: int):
+    """(indices, mask) of this process's part of each padded global evaluation batch."""
+    return pipeline.padded_batch_indices(num_examples, batch_size, process_index=jax.process_index(),
+                                         process_count=jax.process_count())
 
 
 def eval_batch_size(requested: int, mesh) -> int:
@@ -86,7 +79,7 @@ def compute_logits(model, variables, images: np.ndarray, *, mesh, image_size: in
     fn = _logits_fn(model, mesh, int(image_size), tuple(mean), tuple(std), bool(hflip), model.dtype)
     bs = eval_batch_size(batch_size, mesh)
     out = []
-    for idx, _ in padded_batches(len(images), bs):
+    for idx, _ in eval_batches(len(images), bs):
         (batch,) = mesh_lib.put_batch(mesh, images[idx])
         out.append(np.asarray(fn(variables, batch)))
     if not out:

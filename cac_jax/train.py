@@ -144,7 +144,7 @@ def validate(ctx: Context, variables) -> dict:
     val = ctx.data.val
     bs = evaluate.eval_batch_size(ctx.cfg.eval_batch_size, ctx.mesh)
     sums = None
-    for idx, mask in evaluate.padded_batches(len(val.labels), bs):
+    for idx, mask in evaluate.eval_batches(len(val.labels), bs):
         args = mesh_lib.put_batch(ctx.mesh, val.images[idx], val.labels[idx], mask)
         out = ctx.val_step(variables, *args)
         sums = out if sums is None else jax.tree.map(jnp.add, sums, out)

@@ -67,3 +67,17 @@ def test_importing_the_data_package_is_cheap():
     code = "import sys, cac_jax.data; print(sorted(m for m in ('jax', 'tensorflow_datasets') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]"
+
+
+@pytest.mark.parametrize("n, batch, processes", [(10, 4, 1), (10, 4, 2), (3, 8, 4), (8, 4, 2), (0, 4, 2)])
+def test_padded_batch_indices_cover_every_example_once_with_equal_slices(n, batch, processes):
+    per_process = [list(pipeline.padded_batch_indices(n, batch, process_index=p, process_count=processes))
+                   for p in range(processes)]
+    seen = []
+    for parts in zip(*per_process):
+        assert all(len(idx) == len(mask) == batch // processes for idx, mask in parts)
+        indices = np.concatenate([idx for idx, _ in parts])
+        mask = np.concatenate([m for _, m in parts])
+        seen.extend(indices[mask].tolist())
+        assert np.all(mask[:-1] >= mask[1:])  # padding only at the end of the global batch
+    assert seen == list(range(n))

@@ -6,9 +6,9 @@ function of ``seed`` and ``epoch``) and takes its own contiguous slice of each g
 process p of P gets positions ``[p·B/P, (p+1)·B/P)`` of a global batch of size B.
 
 Training: ``shuffle=True, drop_remainder=True`` — ``n // B`` full batches per epoch.
-Evaluation: ``shuffle=False, drop_remainder=False`` — the last global batch is *shorter*; each
-process gets its slice of it (possibly shorter than B/P, or empty). The caller pads it with
-:func:`pad_batch`, which also returns the mask of real examples.
+Evaluation: :func:`padded_batch_indices` — every example once, in order; the last global batch is
+padded to B (with a mask of the real examples) before it is split, so every process's slice has B/P
+entries and the arrays assembled from them have one fixed shape (no recompilation).
 """
 
 from __future__ import annotations
@@ -52,17 +52,34 @@ def batch_indices(
     """
     if num_examples < 0:
         raise ValueError(f"num_examples must be >= 0, got {num_examples}")
+    local = _local_batch_size(global_batch_size, process_index, process_count)
+    order = epoch_order(num_examples, seed=seed, epoch=epoch, shuffle=shuffle)
+    for b in range(num_batches(num_examples, global_batch_size, drop_remainder=drop_remainder)):
+        batch = order[b * global_batch_size : (b + 1) * global_batch_size]
+        yield batch[process_index * local : (process_index + 1) * local]
+
+
+def _local_batch_size(global_batch_size: int, process_index: int, process_count: int) -> int:
     if process_count < 1 or not 0 <= process_index < process_count:
         raise ValueError(f"process_index must lie in 0..{process_count - 1}, got {process_index} (process_count {process_count})")
     if global_batch_size < 1 or global_batch_size % process_count:
         raise ValueError(
             f"global_batch_size {global_batch_size} must be a positive multiple of the process count {process_count}"
         )
-    local = global_batch_size // process_count
-    order = epoch_order(num_examples, seed=seed, epoch=epoch, shuffle=shuffle)
-    for b in range(num_batches(num_examples, global_batch_size, drop_remainder=drop_remainder)):
-        batch = order[b * global_batch_size : (b + 1) * global_batch_size]
-        yield batch[process_index * local : (process_index + 1) * local]
+    return global_batch_size // process_count
+
+
+def padded_batch_indices(
+    num_examples: int, global_batch_size: int, *, process_index: int = 0, process_count: int = 1
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Evaluation order: yield (indices, mask), this process's slice of each global batch covering every
+    example once, in order. The last global batch is padded (mask False) *before* it is split, so every
+    process gets the same number of entries and the processes' slices concatenate to the global batch."""
+    local = _local_batch_size(global_batch_size, process_index, process_count)
+    part = slice(process_index * local, (process_index + 1) * local)
+    for batch in batch_indices(num_examples, global_batch_size, seed=0, epoch=0, shuffle=False, drop_remainder=False):
+        indices, mask = pad_batch(batch, global_batch_size)
+        yield indices[part], mask[part]
 
 
 def pad_batch(indices: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
