@@ -8,8 +8,8 @@ load from other processes hits both alike; every number is the median over round
 1. **train step** (batch 128, 32×32×3, N = 6, CIFAR10 settings): forward + backward + SGD update.
    JAX times the project's own step, ``cac_jax.train.make_train_step`` (jitted, donated state,
    on-device augmentation of uint8 images inside the step), once per mesh: 1 device and, when the
-   process has several (``--host-devices``), all of them. ``jax_core`` is the same step on already
-   normalised float input without augmentation, i.e. exactly the PyTorch side's work.
+   process has several (``--host-devices``), all of them. The JAX step also augments its batch
+   (crop, flip, rotation), work the PyTorch side does not do; it costs a few percent of the step.
    PyTorch (``benchmarks.torch_reference``): eager, NCHW, float input, ``torch.set_num_threads(cores)``.
 2. **eval** (batch 512): eval-mode forward, images/s. JAX: the evaluation's logits function
    (uint8 → resize/normalise → network); PyTorch: ``inference_mode`` forward of float input.
@@ -71,7 +71,6 @@ def parse_args(argv=None):
     args.steps = args.steps or (1 if quick else 3)
     args.eval_batches = 1 if quick else 2
     args.loss_repeats = 3 if quick else 9
-    args.core = not quick  # the no-augmentation JAX step, an extra contender
     args.max_broadcast_bytes = args.max_broadcast_bytes or (2e8 if quick else 1.1e9)
     if args.host_devices is not None and args.host_devices < 1:
         p.error(f"--host-devices must be >= 1, got {args.host_devices}")
@@ -128,7 +127,6 @@ def jax_setup(args):
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (NUM_BATCHES, BATCH, IMAGE_SIZE, IMAGE_SIZE, CHANNELS), dtype=np.uint8)
     labels = rng.integers(0, NUM_CLASSES, (NUM_BATCHES, BATCH)).astype(np.int32)
-    floats = ((images / 255.0 - np.asarray(CIFAR10["mean"])) / np.asarray(CIFAR10["std"])).astype(np.float32)
     eval_images = rng.integers(0, 256, (EVAL_BATCH, IMAGE_SIZE, IMAGE_SIZE, CHANNELS), dtype=np.uint8)
 
     def fresh_state(mesh):
@@ -136,14 +134,13 @@ def jax_setup(args):
         return train_state.create(model, jax.random.key(cfg.seed), image_size=IMAGE_SIZE, channels=CHANNELS, tx=tx,
                                   sharding=mesh_lib.replicated(mesh))
 
-    def step_contender(mesh, augmented: bool):
-        """The training step on ``mesh``: the project's own (augmented=True) or the core step on floats."""
-        step = train.make_train_step(model, cfg, data, mesh) if augmented else core_step(model, cfg, mesh)
+    def step_contender(mesh):
+        """The project's own training step on ``mesh`` (uint8 input, augmentation inside the step)."""
+        step = train.make_train_step(model, cfg, data, mesh)
         state = fresh_state(mesh)
         sums = jax.device_put(train._zero_metrics(cfg.method), mesh_lib.replicated(mesh))
         key = jax.device_put(jax.random.fold_in(jax.random.key(cfg.seed), 1), mesh_lib.replicated(mesh))
-        src = images if augmented else floats
-        batches = [mesh_lib.put_batch(mesh, src[i], labels[i]) for i in range(NUM_BATCHES)]
+        batches = [mesh_lib.put_batch(mesh, images[i], labels[i]) for i in range(NUM_BATCHES)]
         box = {"state": state, "sums": sums, "i": 0}
 
         def run(n):
@@ -211,32 +208,23 @@ def jax_setup(args):
                                  default_devices=len(jax.devices()))
 
 
-def core_step(model, cfg, mesh):
-    """``cac_jax.train``'s step without the augmentation: float input, otherwise the same computation."""
-    import jax
-    import optax
-
-    from cac_jax import mesh as mesh_lib, objectives
-
-    def step(state, sums, x, labels, stage_key):
-        _, drop_key = jax.random.split(jax.random.fold_in(stage_key, state.step))
-
-        def loss_fn(params):
-            variables = {"params": params, "batch_stats": state.batch_stats, **state.constants}
-            (logits, dist), updates = state.apply_fn(variables, x.astype(model.dtype), train=True,
-                                                     rngs={"dropout": drop_key}, mutable=["batch_stats"])
-            loss, terms, correct = objectives.training_loss(cfg.method, logits, dist, labels, lbda=cfg.lbda,
-                                                            alpha=cfg.alpha)
-            return loss, (updates["batch_stats"], terms, correct)
-
-        (loss, (batch_stats, terms, correct)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-        state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
-        finite = jax.numpy.isfinite(loss) & jax.numpy.isfinite(optax.global_norm(grads))
-        new = {"loss": loss, "correct": correct, "count": labels.shape[0], "nonfinite": ~finite, **terms}
-        return state, {k: sums[k] + jax.numpy.asarray(new[k], jax.numpy.float32) for k in sums}
-
-    rep, batch = mesh_lib.replicated(mesh), mesh_lib.batch_sharding(mesh)
-    return jax.jit(step, in_shardings=(rep, rep, batch, batch, rep), out_shardings=(rep, rep), donate_argnums=(0, 1))
+def compare(contenders: dict, rounds: int) -> dict:
+    """Interleave the contenders (one named "torch") and summarise each, with its time ratios to torch."""
+    times = interleave(contenders, rounds)
+    torch_times = times["torch"]
+    rows = {}
+    for name, ts in times.items():
+        row = summarise(ts)
+        row["ratio_vs_torch"] = row["median_s"] / statistics.median(torch_times)
+        # Per-round ratios (same round, adjacent in time) are robust to load drifting between rounds.
+        row["median_paired_ratio"] = statistics.median(a / b for a, b in zip(ts, torch_times))
+        # On a loaded machine the least-disturbed round of each is the closest to its unloaded speed.
+        row["min_ratio"] = row["min_s"] / min(torch_times)
+        row.update(getattr(contenders[name], "info", {}))
+        if hasattr(contenders[name], "check"):
+            row.update(contenders[name].check())
+        rows[name] = row
+    return rows
 
 
 def _cache_size(fn):
@@ -373,41 +361,22 @@ def main(argv=None) -> dict:
     if "train" not in args.skip:
         contenders = {}
         for n, mesh in jx.meshes.items():
-            contenders[f"jax_{n}dev"] = jx.step(mesh, augmented=True)
-        if args.core:
-            contenders[f"jax_core_{jx.default_devices}dev"] = jx.step(jx.meshes[jx.default_devices], augmented=False)
+            contenders[f"jax_{n}dev"] = jx.step(mesh)
         contenders["torch"] = tc.step
-        times = interleave(contenders, args.rounds)
-        torch_med = statistics.median(times["torch"])
-        rows = {}
-        for name, ts in times.items():
-            row = summarise(ts)
+        rows = compare(contenders, args.rounds)
+        for row in rows.values():
             row["steps_per_s"] = 1.0 / row["median_s"]
-            row["ratio_vs_torch"] = row["median_s"] / torch_med
-            # Per-round ratios (same round, adjacent in time) are robust to load drifting between rounds.
-            row["median_paired_ratio"] = statistics.median(a / b for a, b in zip(ts, times["torch"]))
-            # On a loaded machine the least-disturbed round of each is the closest to its unloaded speed.
-            row["min_ratio"] = row["min_s"] / min(times["torch"])
-            row.update(getattr(contenders[name], "info", {}))
-            if hasattr(contenders[name], "check"):
-                row.update(contenders[name].check())
-            rows[name] = row
         report["train_step"] = rows
         report["train_step_default"] = default
-        report["train_step_fastest_jax"] = min((n for n in rows if n.startswith("jax_") and "core" not in n),
+        report["train_step_fastest_jax"] = min((n for n in rows if n.startswith("jax_")),
                                                key=lambda n: rows[n]["median_s"])
     if "eval" not in args.skip:
         contenders = {f"jax_{n}dev": jx.eval(mesh) for n, mesh in jx.meshes.items()}
         contenders["torch"] = tc.eval
-        times = interleave(contenders, args.rounds)
-        torch_med = statistics.median(times["torch"])
-        rows = {}
-        for name, ts in times.items():
-            row = summarise(ts)
+        rows = compare(contenders, args.rounds)
+        for row in rows.values():
             row["images_per_s"] = 1.0 / row["median_s"]
-            row["throughput_ratio_jax_over_torch"] = torch_med / row["median_s"]
-            row.update(getattr(contenders[name], "info", {}))
-            rows[name] = row
+            row["throughput_ratio_jax_over_torch"] = 1.0 / row["ratio_vs_torch"]
         report["eval"] = rows
     if "loss" not in args.skip:
         rows = []
