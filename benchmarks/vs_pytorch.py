@@ -10,7 +10,10 @@ load from other processes hits both alike; every number is the median over round
    on-device augmentation of uint8 images inside the step), once per mesh: 1 device and, when the
    process has several (``--host-devices``), all of them. The JAX step also augments its batch
    (crop, flip, rotation), work the PyTorch side does not do; it costs a few percent of the step.
-   PyTorch (``benchmarks.torch_reference``): eager, NCHW, float input, ``torch.set_num_threads(cores)``.
+   PyTorch (``benchmarks.torch_reference``): eager, NCHW as the original, float input,
+   ``torch.set_num_threads(cores)``; the ratios are against it. ``torch_channels_last`` is the same step
+   with weights and inputs in channels-last (NHWC) memory format, PyTorch's faster layout on CPUs, shown
+   for reference.
 2. **eval** (batch 512): eval-mode forward, images/s. JAX: the evaluation's logits function
    (uint8 → resize/normalise → network); PyTorch: ``inference_mode`` forward of float input.
 3. **loss kernel**: CAC loss + gradient w.r.t. the logits (batch 128) at N ∈ {10, 100, 1000, 10000}:
@@ -251,27 +254,37 @@ def torch_setup(args):
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    torch.manual_seed(0)
-    model = ref.OpenSetClassifier(NUM_CLASSES, IMAGE_SIZE, CHANNELS).to(device)
-    opt = ref.make_optimizer(model)
     rng = np.random.default_rng(0)
-    xs = [torch.randn(BATCH, CHANNELS, IMAGE_SIZE, IMAGE_SIZE, device=device) for _ in range(NUM_BATCHES)]
     ys = [torch.as_tensor(rng.integers(0, NUM_CLASSES, BATCH), device=device) for _ in range(NUM_BATCHES)]
-    box = {"i": 0}
 
-    def run(n):
-        for _ in range(n):
-            i = box["i"] % NUM_BATCHES
-            loss = ref.train_step(model, opt, xs[i], ys[i])
-            box["i"] += 1
-        sync()
-        return loss
+    def trainer(memory_format):
+        """A timed train step of a fresh model whose weights and inputs use ``memory_format``."""
+        torch.manual_seed(0)
+        model = ref.OpenSetClassifier(NUM_CLASSES, IMAGE_SIZE, CHANNELS).to(device, memory_format=memory_format)
+        opt = ref.make_optimizer(model)
+        xs = [torch.randn(BATCH, CHANNELS, IMAGE_SIZE, IMAGE_SIZE, device=device).contiguous(memory_format=memory_format)
+              for _ in range(NUM_BATCHES)]
+        box = {"i": 0}
 
-    def step():
+        def run(n):
+            for _ in range(n):
+                i = box["i"] % NUM_BATCHES
+                ref.train_step(model, opt, xs[i], ys[i])
+                box["i"] += 1
+            sync()
+
+        def step():
+            model.train()  # the eval measurement switches the shared model to eval mode
+            t0 = time.perf_counter()
+            run(args.steps)
+            return (time.perf_counter() - t0) / args.steps
+
         model.train()
-        t0 = time.perf_counter()
-        run(args.steps)
-        return (time.perf_counter() - t0) / args.steps
+        run(1)  # warm-up (allocator, kernels)
+        return model, step
+
+    model, step = trainer(torch.contiguous_format)
+    _, step_channels_last = trainer(torch.channels_last)
 
     def eval_():
         model.eval()
@@ -309,9 +322,8 @@ def torch_setup(args):
         timed.value = float(call())
         return timed
 
-    model.train()
-    run(1)  # warm-up (allocator, kernels)
-    return types.SimpleNamespace(step=step, eval=eval_, loss=loss_contender, device=device, sync=sync)
+    return types.SimpleNamespace(step=step, step_channels_last=step_channels_last, eval=eval_, loss=loss_contender,
+                                 device=device, sync=sync)
 
 
 # ----------------------------------------------------------------------------------------------- report
@@ -363,6 +375,7 @@ def main(argv=None) -> dict:
         for n, mesh in jx.meshes.items():
             contenders[f"jax_{n}dev"] = jx.step(mesh)
         contenders["torch"] = tc.step
+        contenders["torch_channels_last"] = tc.step_channels_last
         rows = compare(contenders, args.rounds)
         for row in rows.values():
             row["steps_per_s"] = 1.0 / row["median_s"]

@@ -1,7 +1,8 @@
 """The networks: the original CAC encoder (SPEC.md §3), a small digits encoder, and three heads.
 
-Encoder blocks are 3x3 convolutions without bias, each followed by BatchNorm (PyTorch eps 1e-5 and
-momentum 0.1, i.e. Flax ``momentum=0.9``) and LeakyReLU(0.2); the last convolution of every block
+Encoder blocks are 3x3 convolutions without bias (``cac_jax.conv``: a faster CPU gradient for stride
+2), each followed by BatchNorm (PyTorch eps 1e-5 and momentum 0.1, i.e. Flax ``momentum=0.9``) and
+LeakyReLU(0.2); the last convolution of every block
 has stride 2 and the block ends with channel dropout (PyTorch ``Dropout2d``). The feature map is
 flattened (no pooling) into a Linear layer with one output per known class: the logits z ∈ R^N.
 
@@ -25,7 +26,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from cac_jax import losses
+from cac_jax import conv, losses
 
 # Channel widths per block; the last conv of each block has stride 2.
 CAC_CNN_WIDTHS = ((64, 64, 128), (128, 128, 128), (128, 128, 128))
@@ -48,8 +49,8 @@ class Encoder(nn.Module):
         for block in self.widths:
             for i, width in enumerate(block):
                 stride = 2 if i == len(block) - 1 else 1
-                x = nn.Conv(width, (3, 3), strides=stride, padding=1, use_bias=False,
-                            kernel_init=_conv_init, dtype=self.dtype)(x)
+                x = nn.Conv(width, (3, 3), strides=stride, padding=1, use_bias=False, kernel_init=_conv_init,
+                            dtype=self.dtype, conv_general_dilated=conv.conv_general_dilated)(x)
                 x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
                                  dtype=self.dtype)(x)
                 x = nn.leaky_relu(x, negative_slope=0.2)

@@ -31,7 +31,7 @@ import numpy as np
 import optax
 from tqdm import tqdm
 
-from cac_jax import checkpoints, evaluate, models, objectives, train_state
+from cac_jax import checkpoints, evaluate, models, objectives, train_state, xla_setup
 from cac_jax import mesh as mesh_lib
 from cac_jax.config import Config, save_config
 from cac_jax.run_log import RunLog
@@ -368,7 +368,8 @@ def evaluate_run(ctx: Context, *, stage: int | None = None, kind: str = "best"):
     of the last configured stage)."""
     stage = stage or stages_to_run(ctx.cfg)[-1]
     results, outputs = evaluate.evaluate(ctx.model, best_variables(ctx, stage, kind), ctx.data, ctx.cfg, ctx.mesh)
-    results.update(stage=stage, checkpoint=kind, config=ctx.cfg.to_dict(), num_devices=int(ctx.mesh.devices.size))
+    results.update(stage=stage, checkpoint=kind, config=ctx.cfg.to_dict(), num_devices=int(ctx.mesh.devices.size),
+                   runtime=xla_setup.runtime_info())
     return results, outputs
 
 

@@ -31,6 +31,7 @@ def test_run_end_to_end_writes_results(tmp_path, data):
     assert 0 <= results["accuracy"] <= 1 and 0 <= results["auroc"] <= 1
     on_disk = json.loads((tmp_path / "w" / "results.json").read_text())
     assert on_disk["accuracy"] == results["accuracy"] and on_disk["config"]["batch_size"] == 16
+    assert on_disk["runtime"]["backend"] == "cpu" and on_disk["runtime"]["jax"] == jax.__version__
     assert json.loads((tmp_path / "w" / "config.json").read_text())["epochs"] == [2, 1]
     records = [json.loads(line) for line in (tmp_path / "w" / "metrics.jsonl").read_text().splitlines()]
     assert {"train", "epoch"} <= {r["kind"] for r in records}
