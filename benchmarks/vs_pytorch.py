@@ -23,7 +23,8 @@ load from other processes hits both alike; every number is the median over round
 
 Host devices: XLA's CPU client is one device by default; ``--host-devices N`` sets
 ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` before JAX is imported, and the batch is split
-over an N-device mesh. On a GPU the devices are the GPUs; timing uses ``block_until_ready`` and
+over an N-device mesh. The JAX side runs with the XLA CPU flag that ``import cac_jax`` adds
+(``cac_jax.xla_setup``; the printed XLA_FLAGS show it); ``--xla-flags`` can override it. On a GPU the devices are the GPUs; timing uses ``block_until_ready`` and
 ``torch.cuda.synchronize``, and both frameworks pick the accelerator automatically.
 
 Writes JSON (default ``benchmarks/results/vs_pytorch.json``) and prints a table; the last line is
