@@ -131,18 +131,16 @@ def train_configs(args) -> list[config_lib.Config]:
     return cfgs
 
 
-TABLE_METRICS = (("accuracy", "accuracy"), ("auroc", "AUROC"), ("oscr", "OSCR"), ("open_auc", "OpenAUC"),
-                 ("fpr95", "FPR95"), ("aupr_in", "AUPR-in"), ("aupr_out", "AUPR-out"))
-
-
 def format_table(rows: list[dict]) -> str:
     """A readable table of per-trial results (and their mean when there are several); metrics missing
     from an older results.json are left blank."""
+    from cac_jax.evaluate import METRIC_NAMES
+
     def cells(get):
         return " ".join(f"{get(k):>{max(len(n), 6)}.4f}" if get(k) is not None else " " * max(len(n), 6)
-                        for k, n in TABLE_METRICS)
+                        for k, n in METRIC_NAMES.items())
 
-    head = " ".join(f"{n:>{max(len(n), 6)}}" for _, n in TABLE_METRICS)
+    head = " ".join(f"{n:>{max(len(n), 6)}}" for n in METRIC_NAMES.values())
     lines = [f"{'experiment':<15} {'method':<12} {'trial':>5} {head}  workdir"]
     for r in rows:
         c = r["config"]

@@ -29,6 +29,8 @@ from cac_jax.data import augment, pipeline
 
 NO_FLIP_DATASETS = ("mnist", "svhn", "digits")
 METRIC_KEYS = ("accuracy", "auroc", "oscr", "open_auc", "fpr95", "aupr_in", "aupr_out")
+METRIC_NAMES = {"accuracy": "accuracy", "auroc": "AUROC", "oscr": "OSCR", "open_auc": "OpenAUC",
+                "fpr95": "FPR95", "aupr_in": "AUPR-in", "aupr_out": "AUPR-out"}
 SCORES_FILE = "scores.npz"
 
 

@@ -21,12 +21,10 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from cac_jax.config import Config
-from cac_jax.evaluate import METRIC_KEYS
+from cac_jax.evaluate import METRIC_KEYS, METRIC_NAMES
 
 STD_DDOF = 1
 DEFAULT_TRIALS = (0, 1, 2, 3, 4)
-METRIC_NAMES = {"accuracy": "accuracy", "auroc": "AUROC", "oscr": "OSCR", "open_auc": "OpenAUC",
-                "fpr95": "FPR95", "aupr_in": "AUPR-in", "aupr_out": "AUPR-out"}
 
 
 def default_workdir(experiment: str, method: str) -> str:
@@ -50,15 +48,14 @@ def summarize(per_trial: Sequence[dict], keys: Sequence[str] = METRIC_KEYS) -> t
 def _reusable_results(cfg: Config) -> dict | None:
     """The trial's finished results, or None when it has none yet; a ValueError when they come from a
     different config (another sweep in the same directory)."""
-    from cac_jax.train import RESUMABLE_CHANGES
+    from cac_jax.train import config_diffs
 
     path = os.path.join(cfg.resolved_workdir, "results.json")
     if not os.path.exists(path):
         return None
     with open(path) as f:
         results = json.load(f)
-    old, new = results.get("config", {}), cfg.to_dict()
-    diffs = [f"{k}: {old.get(k)!r} -> {v!r}" for k, v in new.items() if k not in RESUMABLE_CHANGES and old.get(k) != v]
+    diffs = config_diffs(results.get("config", {}), cfg)
     if diffs:
         raise ValueError(f"{path} holds results of a different config ({'; '.join(diffs)}); "
                          f"choose another sweep --workdir")
@@ -115,9 +112,9 @@ def sweep_markdown(sweep: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def format_pm(mean: float, std: float | None, scale: float = 100.0) -> str:
+def format_pm(mean: float, std: float | None) -> str:
     """``"mean ± std"`` in % with two decimals (just the mean when std is None)."""
-    return f"{scale * mean:.2f}" + (f" ± {scale * std:.2f}" if std is not None else "")
+    return f"{100 * mean:.2f}" + (f" ± {100 * std:.2f}" if std is not None else "")
 
 
 def write_sweep(workdir: str, sweep: dict) -> None:

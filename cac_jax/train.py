@@ -325,6 +325,13 @@ def best_variables(ctx: Context, stage: int, kind: str = "best") -> dict:
     return state.variables()
 
 
+def config_diffs(old: dict, cfg: Config) -> list[str]:
+    """``"field: old -> new"`` for every field of ``cfg`` that differs from the saved config ``old``, except
+    the ones a resumed run may change (RESUMABLE_CHANGES)."""
+    return [f"{k}: {old.get(k)!r} -> {v!r}" for k, v in cfg.to_dict().items()
+            if k not in RESUMABLE_CHANGES and old.get(k) != v]
+
+
 def check_workdir(cfg: Config) -> None:
     """Refuse to mix runs: an existing config.json must match (up to RESUMABLE_CHANGES), and a run whose
     requested stages are all finished and evaluated is not retrained (its results are never overwritten)."""
@@ -332,10 +339,7 @@ def check_workdir(cfg: Config) -> None:
     path = os.path.join(workdir, "config.json")
     if os.path.exists(path):
         with open(path) as f:
-            old = json.load(f)
-        new = cfg.to_dict()
-        diffs = [f"{k}: {old.get(k)!r} -> {v!r}" for k, v in new.items()
-                 if k not in RESUMABLE_CHANGES and old.get(k) != v]
+            diffs = config_diffs(json.load(f), cfg)
         if diffs:
             raise WorkdirError(f"{workdir} holds a run with a different config ({'; '.join(diffs)}); "
                                    f"choose another --workdir")

@@ -24,10 +24,13 @@ def test_with_fast_cpu_flags(before, version, after):
     assert xla_setup.with_fast_cpu_flags(before, version) == after
 
 
-def test_apply_leaves_other_environments_alone():
-    env = {"XLA_FLAGS": FLAG}
+def test_apply_writes_the_environment_once():
+    env = {}
     xla_setup.apply(env)
-    assert env == {"XLA_FLAGS": FLAG}  # idempotent
+    assert env.get("XLA_FLAGS", "") == xla_setup.with_fast_cpu_flags("", metadata.version("jaxlib"))
+    before = dict(env)
+    xla_setup.apply(env)
+    assert env == before
 
 
 _PROBE = """
