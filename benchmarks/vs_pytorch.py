@@ -13,7 +13,8 @@ load from other processes hits both alike; every number is the median over round
    PyTorch (``benchmarks.torch_reference``): eager, NCHW as the original, float input,
    ``torch.set_num_threads(cores)``; the ratios are against it. ``torch_channels_last`` is the same step
    with weights and inputs in channels-last (NHWC) memory format, PyTorch's faster layout on CPUs, shown
-   for reference.
+   for reference; with ``--dtype bfloat16``, ``torch_cl_autocast_bf16`` is that step under bfloat16
+   autocast, PyTorch's own mixed precision.
 2. **eval** (batch 512): eval-mode forward, images/s. JAX: the evaluation's logits function
    (uint8 → resize/normalise → network); PyTorch: ``inference_mode`` forward of float input.
 3. **loss kernel**: CAC loss + gradient w.r.t. the logits (batch 128) at N ∈ {10, 100, 1000, 10000}:
@@ -64,21 +65,38 @@ def parse_args(argv=None):
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
                    help="compute dtype of the JAX network (bfloat16: GPU mixed precision; slow on CPU)")
     p.add_argument("--rounds", type=int, default=None, help="interleaved rounds per measurement")
-    p.add_argument("--steps", type=int, default=None, help="train steps per round")
+    p.add_argument("--steps", type=int, default=None,
+                   help="train steps per round (default: CPU 3, --quick 1; accelerator 50, --quick 20)")
+    p.add_argument("--eval-batches", type=int, default=None,
+                   help="eval batches per round (default: CPU 2, --quick 1; accelerator 20, --quick 5)")
     p.add_argument("--max-broadcast-bytes", type=float, default=None,
                    help="largest (B, N, N) float64 broadcast for the original PyTorch distance layer")
     p.add_argument("--skip", nargs="*", default=(), choices=("train", "eval", "loss"), help="measurements to leave out")
     args = p.parse_args(argv)
     quick = args.quick
-    # A step of this network is ~0.5-1 s on 2 CPU cores, so --quick times one step per round.
-    args.rounds = args.rounds or (3 if quick else 9)
-    args.steps = args.steps or (1 if quick else 3)
-    args.eval_batches = 1 if quick else 2
+    if args.rounds is None:
+        args.rounds = 3 if quick else 9
     args.loss_repeats = 3 if quick else 9
     args.max_broadcast_bytes = args.max_broadcast_bytes or (2e8 if quick else 1.1e9)
     if args.host_devices is not None and args.host_devices < 1:
         p.error(f"--host-devices must be >= 1, got {args.host_devices}")
+    for name in ("rounds", "steps", "eval_batches"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     return args
+
+
+def default_repeats(args, backend: str) -> None:
+    """Fill in steps per round and eval batches per round for the backend JAX found.
+
+    A step of this network is ~0.5-1 s on 2 CPU cores, so the CPU times few steps per round; on an
+    accelerator a step is milliseconds, and a block of a few steps would time mostly Python and the
+    host-device round trip."""
+    cpu = backend == "cpu"
+    if args.steps is None:
+        args.steps = (1 if args.quick else 3) if cpu else (20 if args.quick else 50)
+    if args.eval_batches is None:
+        args.eval_batches = (1 if args.quick else 2) if cpu else (5 if args.quick else 20)
 
 
 def configure_xla(host_devices: int | None, extra_flags: str) -> None:
@@ -258,8 +276,9 @@ def torch_setup(args):
     rng = np.random.default_rng(0)
     ys = [torch.as_tensor(rng.integers(0, NUM_CLASSES, BATCH), device=device) for _ in range(NUM_BATCHES)]
 
-    def trainer(memory_format):
-        """A timed train step of a fresh model whose weights and inputs use ``memory_format``."""
+    def trainer(memory_format, autocast=False):
+        """A timed train step of a fresh model whose weights and inputs use ``memory_format``; ``autocast``
+        runs it under bfloat16 autocast (PyTorch's mixed precision, the counterpart of ``--dtype bfloat16``)."""
         torch.manual_seed(0)
         model = ref.OpenSetClassifier(NUM_CLASSES, IMAGE_SIZE, CHANNELS).to(device, memory_format=memory_format)
         opt = ref.make_optimizer(model)
@@ -270,7 +289,8 @@ def torch_setup(args):
         def run(n):
             for _ in range(n):
                 i = box["i"] % NUM_BATCHES
-                ref.train_step(model, opt, xs[i], ys[i])
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+                    ref.train_step(model, opt, xs[i], ys[i])
                 box["i"] += 1
             sync()
 
@@ -286,6 +306,7 @@ def torch_setup(args):
 
     model, step = trainer(torch.contiguous_format)
     _, step_channels_last = trainer(torch.channels_last)
+    step_autocast = trainer(torch.channels_last, autocast=True)[1] if args.dtype == "bfloat16" else None
 
     def eval_():
         model.eval()
@@ -323,7 +344,8 @@ def torch_setup(args):
         timed.value = float(call())
         return timed
 
-    return types.SimpleNamespace(step=step, step_channels_last=step_channels_last, eval=eval_, loss=loss_contender,
+    return types.SimpleNamespace(step=step, step_channels_last=step_channels_last, step_autocast=step_autocast,
+                                 eval=eval_, loss=loss_contender,
                                  device=device, sync=sync)
 
 
@@ -364,9 +386,13 @@ def _cpu_name() -> str:
 def main(argv=None) -> dict:
     args = parse_args(argv)
     configure_xla(args.host_devices, args.xla_flags)
+    import jax
+
+    default_repeats(args, jax.default_backend())
     jx, tc = jax_setup(args), torch_setup(args)
     report = {"settings": {"batch": BATCH, "eval_batch": EVAL_BATCH, "num_classes": NUM_CLASSES,
                            "image": [IMAGE_SIZE, IMAGE_SIZE, CHANNELS], "rounds": args.rounds, "steps_per_round": args.steps,
+                           "eval_batches_per_round": args.eval_batches,
                            "quick": args.quick, "jax_dtype": args.dtype, "host_devices_requested": args.host_devices},
               "environment": environment(jx, tc)}
     t_start = time.perf_counter()
@@ -377,6 +403,8 @@ def main(argv=None) -> dict:
             contenders[f"jax_{n}dev"] = jx.step(mesh)
         contenders["torch"] = tc.step
         contenders["torch_channels_last"] = tc.step_channels_last
+        if tc.step_autocast is not None:
+            contenders["torch_cl_autocast_bf16"] = tc.step_autocast
         rows = compare(contenders, args.rounds)
         for row in rows.values():
             row["steps_per_s"] = 1.0 / row["median_s"]
@@ -432,16 +460,16 @@ def print_table(report: dict) -> None:
           f"XLA_FLAGS='{env['xla_flags']}'")
     if "train_step" in report:
         print(f"\ntrain step, batch {BATCH} (ratio = median step time / PyTorch's; < 1 means JAX faster)")
-        print(f"{'':16s}{'median ms':>10s}{'min ms':>9s}{'steps/s':>9s}{'ratio':>8s}{'paired':>8s}{'min/min':>8s}")
+        print(f"{'':24s}{'median ms':>10s}{'min ms':>9s}{'steps/s':>9s}{'ratio':>8s}{'paired':>8s}{'min/min':>8s}")
         for name, r in report["train_step"].items():
-            print(f"{name:16s}{r['median_s'] * 1e3:10.1f}{r['min_s'] * 1e3:9.1f}{r['steps_per_s']:9.2f}"
+            print(f"{name:24s}{r['median_s'] * 1e3:10.1f}{r['min_s'] * 1e3:9.1f}{r['steps_per_s']:9.2f}"
                   f"{r['ratio_vs_torch']:8.3f}{r['median_paired_ratio']:8.3f}{r['min_ratio']:8.3f}")
         print(f"default (what `cac-jax train` uses here): {report['train_step_default']}; "
               f"fastest JAX: {report['train_step_fastest_jax']}")
     if "eval" in report:
         print(f"\neval forward, batch {EVAL_BATCH} (ratio = JAX images/s / PyTorch's; > 1 means JAX faster)")
         for name, r in report["eval"].items():
-            print(f"{name:16s}{r['images_per_s']:10.0f} img/s{r['throughput_ratio_jax_over_torch']:8.3f}")
+            print(f"{name:24s}{r['images_per_s']:10.0f} img/s{r['throughput_ratio_jax_over_torch']:8.3f}")
     if "loss_kernel" in report:
         print(f"\nloss + gradient, batch {BATCH} (ratio = JAX time / PyTorch time)")
         print(f"{'N':>6s}{'jax ms':>9s}{'torch f64 ms':>13s}{'ratio':>7s}{'orig bcast ms':>14s}{'ratio':>7s}")

@@ -67,29 +67,41 @@ def _reusable_results(cfg: Config) -> dict | None:
 
 
 def run_sweep(base: Config, trials: Sequence[int] = DEFAULT_TRIALS, workdir: str | None = None, *,
-              load_data: Callable[[Config], object] | None = None,
+              load_data: Callable[[Config], object] | None = None, parallel: int = 1,
               log: Callable[[str], None] = print) -> dict:
     """Train and evaluate ``base`` on every trial (skipping finished ones), then write the sweep's
     results.json, results.md and roc.png into ``workdir``. ``load_data(cfg)`` supplies a trial's data
-    (default: the config's own data). Returns the sweep results."""
+    (default: the config's own data). ``parallel`` > 1 trains that many trials at once, each in its own
+    process (:mod:`cac_jax.parallel_trials`; they load their own data). Returns the sweep results."""
     from cac_jax import train
 
     if not trials:
         raise ValueError("a sweep needs at least one trial")
+    if parallel > 1 and load_data is not None:
+        raise ValueError("parallel trials load their own data in their own processes; give load_data or parallel")
     workdir = workdir or default_workdir(base.experiment, base.method)
     os.makedirs(workdir, exist_ok=True)
+    cfgs = {k: base.replace(trial=k, workdir=trial_workdir(workdir, k)) for k in trials}
+    done = {k: _reusable_results(cfg) for k, cfg in cfgs.items()}
+    todo = [k for k in trials if done[k] is None]
+    for k in trials:
+        if done[k] is not None:
+            log(f"{base.method} trial {k}: finished before, reusing {cfgs[k].resolved_workdir}/results.json")
+    if parallel > 1 and len(todo) > 1:
+        from cac_jax import parallel_trials
+
+        train.load_data(cfgs[todo[0]])  # prepares the dataset once, so the processes do not race to do it
+        done.update(parallel_trials.run_trials([cfgs[k] for k in todo], parallel, log=log))
+    else:
+        for k in todo:
+            log(f"{base.method} trial {k}: training in {cfgs[k].resolved_workdir}")
+            done[k] = train.run(cfgs[k], load_data(cfgs[k]) if load_data else None)
     per_trial = []
     for k in trials:
-        cfg = base.replace(trial=k, workdir=trial_workdir(workdir, k))
-        results = _reusable_results(cfg)
-        if results is not None:
-            log(f"{base.method} trial {k}: finished before, reusing {cfg.resolved_workdir}/results.json")
-        else:
-            log(f"{base.method} trial {k}: training in {cfg.resolved_workdir}")
-            results = train.run(cfg, load_data(cfg) if load_data else None)
+        results = done[k]
         log(f"{base.method} trial {k}: " + "  ".join(f"{METRIC_NAMES[m]} {results[m]:.4f}" for m in METRIC_KEYS))
         per_trial.append({"trial": k, **{m: results[m] for m in METRIC_KEYS},
-                          "workdir": os.path.abspath(cfg.resolved_workdir)})
+                          "workdir": os.path.abspath(cfgs[k].resolved_workdir)})
     mean, std = summarize(per_trial)
     sweep = {"experiment": base.experiment, "dataset": base.dataset, "method": base.method, "trials": list(trials),
              "per_trial": per_trial, "mean": mean, "std": std, "std_ddof": STD_DDOF,

@@ -95,3 +95,47 @@ def test_sweep_command_line():
     with pytest.raises(SystemExit):
         parse(["sweep", "--method", "svm"])
     assert sweep.default_workdir("digits", "cac") == os.path.join("runs", "sweeps", "digits", "cac")
+
+
+def test_parallel_sweep_trains_trials_in_processes_like_a_sequential_run(tmp_path, capsys):
+    root = str(tmp_path / "sweep")
+    args = ["sweep", "--experiment", "digits", "--trials", "0,1", "--epochs", "1,1", "--no-progress", "--workdir", root]
+    assert cli.main(args + ["--parallel", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "output in" in out and "trial 0: finished" in out and "trial 1: finished" in out
+    per = [json.load(open(os.path.join(root, f"trial{k}", "results.json"))) for k in (0, 1)]
+    for k, p in enumerate(per):
+        log = open(os.path.join(root, f"trial{k}", "train.log")).read()
+        assert f"training digits trial {k}" in log and f"AUROC {p['auroc']:.4f}" in log
+    summary = json.load(open(os.path.join(root, "results.json")))
+    assert [r["trial"] for r in summary["per_trial"]] == [0, 1]
+    assert summary["mean"]["auroc"] == pytest.approx((per[0]["auroc"] + per[1]["auroc"]) / 2)
+    # The child ran exactly what a run in this process runs.
+    cfg = config.Config.from_dict(per[0]["config"]).replace(workdir=str(tmp_path / "sequential"))
+    here = train.run(cfg)
+    assert here["accuracy"] == per[0]["accuracy"] and here["auroc"] == pytest.approx(per[0]["auroc"], abs=1e-6)
+    # Run again: every trial is reused, nothing is trained.
+    assert cli.main(args + ["--parallel", "2"]) == 0
+    assert "training in" not in capsys.readouterr().out
+
+
+def test_parallel_trials_report_a_failed_trial_with_its_log(tmp_path):
+    from cac_jax import parallel_trials
+
+    bad = config.get_experiment("digits").replace(batch_size=100_000, progress=False, workdir=str(tmp_path / "bad"))
+    with pytest.raises(parallel_trials.TrialsFailed, match=r"(?s)trial 0: exit code 1.*batch_size=100000 exceeds"):
+        parallel_trials.run_trials([bad], 2, log=lambda m: None)
+
+
+def test_parallel_trials_progress_reads_the_metrics_log(tmp_path):
+    from cac_jax import parallel_trials
+
+    cfg = config.get_experiment("digits").replace(workdir=str(tmp_path))
+    assert parallel_trials.progress(cfg) == "starting"
+    with open(tmp_path / "metrics.jsonl", "w") as f:
+        f.write(json.dumps({"kind": "epoch", "stage": 1, "epoch": 3}) + "\n")
+        f.write(json.dumps({"kind": "train", "stage": 1, "epoch": 4}) + "\n")
+        f.write('{"kind": "epo')  # a line being written
+    assert parallel_trials.progress(cfg) == f"stage 1 epoch 3/{sum(cfg.epochs)}"
+    with pytest.raises(ValueError, match="parallel must be >= 1, got 0"):
+        parallel_trials.run_trials([cfg], 0)

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# The GPU figures of RESULTS.md: the speed benchmark against PyTorch (float32, and bfloat16 against
+# PyTorch's autocast), the paper's MNIST protocol (5 trials of 35 + 35 epochs, trained 5 at once on
+# the one GPU) and CIFAR-10 trial 0 (150 + 50 epochs).
+#
+#   bash benchmarks/gpu_reproduce.sh bench OUT           # vs_pytorch, float32 and bfloat16 -> OUT/vs_pytorch_gpu_*
+#   bash benchmarks/gpu_reproduce.sh mnist DATA          # start the MNIST sweep, detached from this shell
+#   bash benchmarks/gpu_reproduce.sh cifar10 DATA [DTYPE]  # start CIFAR-10 trial 0 (DTYPE float32 or bfloat16)
+#   bash benchmarks/gpu_reproduce.sh wait SECONDS        # show progress until the runs end or SECONDS pass
+#   bash benchmarks/gpu_reproduce.sh pack OUT            # results, logs, plots (no checkpoints) -> OUT/runs.tar.gz
+#
+# DATA holds mnist.npz, cifar10_jpeg.npz and expand_cifar10.py (the files of ../shared/data).
+# Runs go to runs/gpu/ and resume from their checkpoints when started again.
+set -u -o pipefail
+cd "$(dirname "$0")/.."
+export PYTHONUNBUFFERED=1
+# Several processes share the GPU; JAX would give the first one 75% of its memory.
+export XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.12}
+RUNS=runs/gpu
+
+case "${1:-}" in
+bench)
+  mkdir -p "$2"
+  timeout 240 python3 -m benchmarks.vs_pytorch --out "$2/vs_pytorch_gpu_f32.json" 2>&1 | tee "$2/vs_pytorch_gpu_f32.txt"
+  timeout 180 python3 -m benchmarks.vs_pytorch --quick --dtype bfloat16 --skip loss \
+    --out "$2/vs_pytorch_gpu_bf16.json" 2>&1 | tee "$2/vs_pytorch_gpu_bf16.txt"
+  ;;
+mnist)
+  mkdir -p "$RUNS"
+  setsid nohup python3 -m cac_jax sweep --experiment mnist --method cac --parallel 5 --no-progress \
+    --npz "$(realpath "$2")/mnist.npz" --workdir "$RUNS/mnist/cac" >>"$RUNS/mnist.log" 2>&1 </dev/null &
+  echo "started; logs in $RUNS/mnist.log and $RUNS/mnist/cac/trial*/train.log"
+  ;;
+cifar10)
+  data=$(realpath "$2") dtype=${3:-float32}
+  mkdir -p "$RUNS"
+  setsid nohup bash -c "set -e
+    [ -f /tmp/cifar10.npz ] || python3 '$data/expand_cifar10.py' '$data/cifar10_jpeg.npz' /tmp/cifar10.npz
+    exec python3 -m cac_jax train --experiment cifar10 --trial 0 --no-progress --set dtype=$dtype \
+      --npz /tmp/cifar10.npz --workdir $RUNS/cifar10_$dtype/trial0" >>"$RUNS/cifar10_$dtype.log" 2>&1 </dev/null &
+  echo "started; log in $RUNS/cifar10_$dtype.log"
+  ;;
+wait)
+  end=$((SECONDS + $2))
+  while pgrep -f "cac_jax (sweep|train)" >/dev/null && [ $SECONDS -lt $end ]; do
+    sleep 20
+    line="[$(date +%T)]"
+    for m in $RUNS/*/*/metrics.jsonl $RUNS/*/*/*/metrics.jsonl; do
+      [ -f "$m" ] || continue
+      last=$(grep '"kind": "epoch"' "$m" | tail -1 | python3 -c \
+        'import json,sys; r=[json.loads(l) for l in sys.stdin]; print("s%se%s" % (r[-1]["stage"], r[-1]["epoch"]) if r else "-")')
+      line="$line ${m#$RUNS/}"; line="${line%/metrics.jsonl}:$last"
+    done
+    echo "$line"
+  done
+  pgrep -f "cac_jax (sweep|train)" >/dev/null && echo "still running" || echo "all runs ended"
+  tail -n 25 "$RUNS"/*.log
+  ;;
+pack)
+  mkdir -p "$2"
+  tar czf "$2/runs.tar.gz" --exclude=checkpoints "$RUNS"
+  ls -la "$2"
+  ;;
+*)
+  sed -n 2,13p "$0"; exit 2 ;;
+esac
