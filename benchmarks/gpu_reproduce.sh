@@ -14,9 +14,9 @@
 set -u -o pipefail
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1
-# Several processes share the GPU; JAX would give the first one 75% of its memory.
-export XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.12}
 RUNS=runs/gpu
+# The training runs share the GPU (5 MNIST trials and CIFAR-10); JAX would give the first 75% of its memory.
+share_gpu() { export XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.12}; }
 
 case "${1:-}" in
 bench)
@@ -27,6 +27,7 @@ bench)
   ;;
 mnist)
   mkdir -p "$RUNS"
+  share_gpu
   setsid nohup python3 -m cac_jax sweep --experiment mnist --method cac --parallel 5 --no-progress \
     --npz "$(realpath "$2")/mnist.npz" --workdir "$RUNS/mnist/cac" >>"$RUNS/mnist.log" 2>&1 </dev/null &
   echo "started; logs in $RUNS/mnist.log and $RUNS/mnist/cac/trial*/train.log"
@@ -34,6 +35,7 @@ mnist)
 cifar10)
   data=$(realpath "$2") dtype=${3:-float32}
   mkdir -p "$RUNS"
+  share_gpu
   setsid nohup bash -c "set -e
     [ -f /tmp/cifar10.npz ] || python3 '$data/expand_cifar10.py' '$data/cifar10_jpeg.npz' /tmp/cifar10.npz
     exec python3 -m cac_jax train --experiment cifar10 --trial 0 --no-progress --set dtype=$dtype \
