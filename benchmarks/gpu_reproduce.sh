@@ -37,9 +37,9 @@ cifar10)
   mkdir -p "$RUNS"
   share_gpu
   setsid nohup bash -c "set -e
-    [ -f /tmp/cifar10.npz ] || python3 '$data/expand_cifar10.py' '$data/cifar10_jpeg.npz' /tmp/cifar10.npz
+    [ -f /tmp/cifar10_jpeg_q75.npz ] || python3 '$data/expand_cifar10.py' '$data/cifar10_jpeg.npz' /tmp/cifar10_jpeg_q75.npz
     exec python3 -m cac_jax train --experiment cifar10 --trial 0 --no-progress --set dtype=$dtype \
-      --npz /tmp/cifar10.npz --workdir $RUNS/cifar10_$dtype/trial0" >>"$RUNS/cifar10_$dtype.log" 2>&1 </dev/null &
+      --npz /tmp/cifar10_jpeg_q75.npz --workdir $RUNS/cifar10_$dtype/trial0" >>"$RUNS/cifar10_$dtype.log" 2>&1 </dev/null &
   echo "started; log in $RUNS/cifar10_$dtype.log"
   ;;
 wait)
