@@ -386,6 +386,7 @@ def _cpu_name() -> str:
 def main(argv=None) -> dict:
     args = parse_args(argv)
     configure_xla(args.host_devices, args.xla_flags)
+    import cac_jax  # noqa: F401  (its XLA CPU setting must be in the environment before JAX starts a backend)
     import jax
 
     default_repeats(args, jax.default_backend())

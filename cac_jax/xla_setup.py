@@ -10,8 +10,9 @@ jaxlib 0.10 hands CPU convolutions to YNNPACK (YNN fusions of type "individual_c
 
 to ``XLA_FLAGS``, which affects only the CPU backend. Limits, all deliberate:
 
-* XLA reads ``XLA_FLAGS`` once, when JAX's first backend starts; importing cac_jax after JAX has run a
-  computation changes nothing (the flag then only reaches subprocesses).
+* XLA reads ``XLA_FLAGS`` once, when JAX's first backend starts. Importing cac_jax after JAX has run a
+  computation is too late: then the environment is left as it is (so a run's recorded ``xla_flags``
+  stay true) and a warning says that the setting is not in effect.
 * The flag is experimental and an unknown flag value aborts the process, so it is added only under the
   jaxlib releases it was measured on (``MEASURED_JAXLIB``).
 * A ``XLA_FLAGS`` that already sets ``xla_cpu_experimental_ynn_fusion_type`` is left alone: to get
@@ -21,6 +22,8 @@ to ``XLA_FLAGS``, which affects only the CPU backend. Limits, all deliberate:
 from __future__ import annotations
 
 import os
+import sys
+import warnings
 from importlib import metadata
 
 YNN_FLAG = "--xla_cpu_experimental_ynn_fusion_type"
@@ -41,9 +44,26 @@ def apply(environ=os.environ) -> None:
         version = metadata.version("jaxlib")
     except metadata.PackageNotFoundError:
         return
-    flags = with_fast_cpu_flags(environ.get("XLA_FLAGS", ""), version)
-    if flags:
-        environ["XLA_FLAGS"] = flags
+    current = environ.get("XLA_FLAGS", "")
+    flags = with_fast_cpu_flags(current, version)
+    if flags == current:
+        return
+    if _jax_backends_started():
+        warnings.warn(f"cac_jax was imported after JAX started its backends, so XLA has read XLA_FLAGS already and "
+                      f"{' '.join(FAST_CPU_FLAGS)} is not in effect: CPU training runs about 2x slower. Import "
+                      f"cac_jax before the first JAX computation, or put the flag into XLA_FLAGS yourself.",
+                      RuntimeWarning, stacklevel=3)
+        return
+    environ["XLA_FLAGS"] = flags
+
+
+def _jax_backends_started() -> bool:
+    if "jax" not in sys.modules:  # cheap and the usual case: nothing can have started
+        return False
+    from jax._src import xla_bridge  # no public API says whether a backend exists yet
+
+    started = getattr(xla_bridge, "backends_are_initialized", None)
+    return bool(started and started())
 
 
 def runtime_info() -> dict:

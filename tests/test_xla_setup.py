@@ -24,7 +24,8 @@ def test_with_fast_cpu_flags(before, version, after):
     assert xla_setup.with_fast_cpu_flags(before, version) == after
 
 
-def test_apply_writes_the_environment_once():
+def test_apply_writes_the_environment_once(monkeypatch):
+    monkeypatch.setattr(xla_setup, "_jax_backends_started", lambda: False)
     env = {}
     xla_setup.apply(env)
     assert env.get("XLA_FLAGS", "") == xla_setup.with_fast_cpu_flags("", metadata.version("jaxlib"))
@@ -53,3 +54,13 @@ def test_import_moves_convolutions_from_ynnpack_to_xla():
     assert "convolution(" in default and '"__ynn_fusion"' not in default
     # The user's opposite choice is kept, and shows that the flag is what made the difference.
     assert '"__ynn_fusion"' in _compiled_conv("--xla_cpu_experimental_ynn_fusion_type=+individual_convolution")
+
+
+@pytest.mark.skipif(not xla_setup.with_fast_cpu_flags("", metadata.version("jaxlib")), reason="the flag is only added under the jaxlib releases it was measured on")
+def test_import_after_jax_started_warns_and_records_no_flag_it_could_not_set():
+    probe = ("import jax, os; jax.numpy.zeros(1).block_until_ready(); import cac_jax; "
+             "print('XLA_FLAGS=' + os.environ.get('XLA_FLAGS', ''))")
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
+    assert "XLA_FLAGS=\n" in out.stdout  # the record does not claim a setting XLA never read
+    assert "imported after JAX started its backends" in out.stderr and "not in effect" in out.stderr
