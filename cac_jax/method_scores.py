@@ -43,20 +43,15 @@ def max_logit_score(logits):
     return -jnp.max(logits, axis=-1)
 
 
-def min_distance_score(logits, means):
-    """(B,) min_j ||z - mean_j||: far from every class mean = unknown."""
-    return jnp.min(losses.distances(logits, means), axis=-1)
-
-
 def predict_and_score(method: str, logits, means=None):
     """(predictions (B,), open-set scores (B,)) of ``logits`` (B, N) for ``method``; see the module table."""
     z = jnp.asarray(logits, jnp.float32)
     if needs_class_means(method):
         if means is None:
             raise ValueError(f"method {method!r} needs the class means of the training logits")
-        m = jnp.asarray(means, jnp.float32)
-        score = min_distance_score(z, m) if method == "ce_distance" else scores.open_set_score(z, m)
-        return scores.predict(z, m), score
+        d = losses.distances(z, jnp.asarray(means, jnp.float32))
+        per_class = d if method == "ce_distance" else scores.cac_score_of_distances(d)
+        return jnp.argmin(d, axis=-1), jnp.min(per_class, axis=-1)
     if method == "ce_msp":
         return jnp.argmax(z, axis=-1), msp_score(z)
     if method == "ce_max_logit":

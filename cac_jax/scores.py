@@ -30,7 +30,11 @@ def one_minus_softmin(d):
 
 def cac_score(logits, anchors):
     """The (B, N) matrix d_j * (1 - softmin(d)_j) of logits (B, N) against anchors (N, N)."""
-    d = distances(logits, anchors)
+    return cac_score_of_distances(distances(logits, anchors))
+
+
+def cac_score_of_distances(d):
+    """:func:`cac_score` from the distances d (B, N) themselves."""
     return d * one_minus_softmin(d)
 
 

@@ -313,7 +313,7 @@ def train(ctx: Context, *, max_steps: int | None = None) -> bool:
     return True
 
 
-def best_variables(ctx: Context, stage: int, kind: str = "best") -> dict:
+def checkpoint_variables(ctx: Context, stage: int, kind: str = "best") -> dict:
     """Variables of the ``kind`` ("best", what evaluation uses, or "latest") checkpoint of ``stage``."""
     store = checkpoints.StageCheckpoints(ctx.cfg.resolved_workdir, stage)
     tx = train_state.make_optimizer(ctx.cfg.learning_rates[stage - 1], momentum=ctx.cfg.momentum,
@@ -371,7 +371,7 @@ def evaluate_run(ctx: Context, *, stage: int | None = None, kind: str = "best"):
     """(results, per-sample outputs) of the ``kind`` checkpoint of ``stage`` (default: the best checkpoint
     of the last configured stage)."""
     stage = stage or stages_to_run(ctx.cfg)[-1]
-    results, outputs = evaluate.evaluate(ctx.model, best_variables(ctx, stage, kind), ctx.data, ctx.cfg, ctx.mesh)
+    results, outputs = evaluate.evaluate(ctx.model, checkpoint_variables(ctx, stage, kind), ctx.data, ctx.cfg, ctx.mesh)
     results.update(stage=stage, checkpoint=kind, config=ctx.cfg.to_dict(), num_devices=int(ctx.mesh.devices.size),
                    runtime=xla_setup.runtime_info())
     return results, outputs

@@ -77,8 +77,10 @@ def padded_batch_indices(
     process gets the same number of entries and the processes' slices concatenate to the global batch."""
     local = _local_batch_size(global_batch_size, process_index, process_count)
     part = slice(process_index * local, (process_index + 1) * local)
-    for batch in batch_indices(num_examples, global_batch_size, seed=0, epoch=0, shuffle=False, drop_remainder=False):
-        indices, mask = pad_batch(batch, global_batch_size)
+    if num_examples < 0:
+        raise ValueError(f"num_examples must be >= 0, got {num_examples}")
+    for start in range(0, num_examples, global_batch_size):
+        indices, mask = pad_batch(np.arange(start, min(start + global_batch_size, num_examples)), global_batch_size)
         yield indices[part], mask[part]
 
 
