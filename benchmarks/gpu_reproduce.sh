@@ -46,14 +46,8 @@ wait)
   end=$((SECONDS + $2))
   while pgrep -f "cac_jax (sweep|train)" >/dev/null && [ $SECONDS -lt $end ]; do
     sleep 20
-    line="[$(date +%T)]"
-    for m in $RUNS/*/*/metrics.jsonl $RUNS/*/*/*/metrics.jsonl; do
-      [ -f "$m" ] || continue
-      last=$(grep '"kind": "epoch"' "$m" | tail -1 | python3 -c \
-        'import json,sys; r=[json.loads(l) for l in sys.stdin]; print("s%se%s" % (r[-1]["stage"], r[-1]["epoch"]) if r else "-")')
-      line="$line ${m#$RUNS/}"; line="${line%/metrics.jsonl}:$last"
-    done
-    echo "$line"
+    echo "[$(date +%T)]"
+    python3 -m cac_jax.parallel_trials "$RUNS"
   done
   pgrep -f "cac_jax (sweep|train)" >/dev/null && echo "still running" || echo "all runs ended"
   tail -n 25 "$RUNS"/*.log

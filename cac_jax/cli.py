@@ -169,17 +169,20 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def cmd_train(args) -> int:
+def train_and_report(cfg: config_lib.Config) -> dict:
+    """:func:`cac_jax.train.run` of ``cfg`` between a line saying what trains where and one with its result."""
     from cac_jax import train
 
-    rows = []
-    for cfg in train_configs(args):
-        print(f"training {cfg.experiment} trial {cfg.trial} ({cfg.method}, {cfg.model}) in {cfg.resolved_workdir}",
-              flush=True)
-        results = train.run(cfg)
-        print(f"  accuracy {results['accuracy']:.4f}  AUROC {results['auroc']:.4f}  "
-              f"({results['total_seconds']:.1f} s)", flush=True)
-        rows.append(results)
+    print(f"training {cfg.experiment} trial {cfg.trial} ({cfg.method}, {cfg.model}) in {cfg.resolved_workdir}",
+          flush=True)
+    results = train.run(cfg)
+    print(f"  accuracy {results['accuracy']:.4f}  AUROC {results['auroc']:.4f}  "
+          f"({results['total_seconds']:.1f} s)", flush=True)
+    return results
+
+
+def cmd_train(args) -> int:
+    rows = [train_and_report(cfg) for cfg in train_configs(args)]
     print(format_table(rows))
     return 0
 

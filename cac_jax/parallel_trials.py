@@ -35,17 +35,15 @@ def _child(cfg_dict: dict, mem_fraction: float) -> None:
         os.dup2(f.fileno(), 2)
     # Read when JAX first starts a GPU backend, which happens below, after this line.
     os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", f"{mem_fraction:.3f}")
-    from cac_jax import train
+    from cac_jax import cli
 
-    print(f"training {cfg.experiment} trial {cfg.trial} ({cfg.method}, {cfg.model}) in {cfg.resolved_workdir}",
-          flush=True)
-    results = train.run(cfg)
-    print(f"  accuracy {results['accuracy']:.4f}  AUROC {results['auroc']:.4f}  ({results['total_seconds']:.1f} s)",
-          flush=True)
+    cli.train_and_report(cfg)
 
 
 def progress(cfg) -> str:
-    """Where a running trial stands, from its metrics log: ``"stage 1 epoch 12/70"`` (epochs of both stages)."""
+    """Where a running trial stands, from its metrics log: ``"stage 1 epoch 12/70"`` (epochs of both stages).
+
+    ``python -m cac_jax.parallel_trials DIR...`` prints it for every run under the DIRs (any run, not only a sweep's)."""
     path = os.path.join(cfg.resolved_workdir, "metrics.jsonl")
     last = None
     if os.path.exists(path):
@@ -120,3 +118,15 @@ def run_trials(cfgs: Sequence, parallel: int, *, log: Callable[[str], None] = pr
     if failed:
         raise TrialsFailed("trials failed: " + "; ".join(f"trial {t}: {m}" for t, m in sorted(failed.items())))
     return results
+
+
+if __name__ == "__main__":
+    import sys
+
+    from cac_jax.config import load_config
+
+    for root in sys.argv[1:]:
+        for workdir, _, files in sorted(os.walk(root)):
+            if "config.json" in files:
+                cfg = load_config(os.path.join(workdir, "config.json")).replace(workdir=workdir)
+                print(f"{workdir}: {progress(cfg)}")

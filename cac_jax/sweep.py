@@ -90,7 +90,7 @@ def run_sweep(base: Config, trials: Sequence[int] = DEFAULT_TRIALS, workdir: str
     if parallel > 1 and len(todo) > 1:
         from cac_jax import parallel_trials
 
-        train.load_data(cfgs[todo[0]])  # prepares the dataset once, so the processes do not race to do it
+        train.load_data(cfgs[todo[0]])  # prepares and checks the data once: no race, and one clear error
         done.update(parallel_trials.run_trials([cfgs[k] for k in todo], parallel, log=log))
     else:
         for k in todo:

@@ -139,3 +139,19 @@ def test_parallel_trials_progress_reads_the_metrics_log(tmp_path):
     assert parallel_trials.progress(cfg) == f"stage 1 epoch 3/{sum(cfg.epochs)}"
     with pytest.raises(ValueError, match="parallel must be >= 1, got 0"):
         parallel_trials.run_trials([cfg], 0)
+
+
+def test_progress_command_lists_every_run_under_a_directory(tmp_path):
+    import subprocess
+    import sys
+
+    for k, epochs in ((0, 2), (1, None)):
+        run = tmp_path / "sweep" / f"trial{k}"
+        run.mkdir(parents=True)
+        config.save_config(config.get_experiment("digits").replace(trial=k, workdir="elsewhere"), str(run / "config.json"))
+        if epochs:
+            (run / "metrics.jsonl").write_text(json.dumps({"kind": "epoch", "stage": 1, "epoch": epochs}) + "\n")
+    out = subprocess.run([sys.executable, "-m", "cac_jax.parallel_trials", str(tmp_path)], capture_output=True,
+                         text=True, check=True).stdout.splitlines()
+    total = sum(config.get_experiment("digits").epochs)
+    assert out == [f"{tmp_path / 'sweep' / 'trial0'}: stage 1 epoch 2/{total}", f"{tmp_path / 'sweep' / 'trial1'}: starting"]
