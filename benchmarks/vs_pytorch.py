@@ -22,15 +22,25 @@ load from other processes hits both alike; every number is the median over round
    (``identity_anchor_distances``) and, where its (B, N, N) broadcast fits ``--max-broadcast-bytes``,
    the original's broadcast distance layer.
 
+Processes: JAX runs in this process, PyTorch in worker processes (``TorchWorker``) that this one asks
+for one timed block at a time, so the interleaving is the same. A process of its own gives PyTorch its own
+malloc settings. Contender ``torch`` always runs with glibc's defaults, as the original does. Under
+``CAC_JAX_MALLOC=heap`` (``cac_jax.host_malloc``: large blocks stay in the heap, which speeds up the JAX
+step and PyTorch's alike) a second worker, ``torch_same_malloc``, runs the NCHW step and eval with the
+same setting as the JAX process, so that the gain from the allocator and the gain from JAX can be told
+apart.
+
 Host devices: XLA's CPU client is one device by default; ``--host-devices N`` sets
 ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` before JAX is imported, and the batch is split
-over an N-device mesh. The JAX side runs with the XLA CPU flag that ``import cac_jax`` adds
+over an N-device mesh. The JAX side runs with the XLA CPU flags that ``import cac_jax`` adds
 (``cac_jax.xla_setup``; the printed XLA_FLAGS show it); ``--xla-flags`` can override it. On a GPU the devices are the GPUs; timing uses ``block_until_ready`` and
 ``torch.cuda.synchronize``, and both frameworks pick the accelerator automatically.
 
 Writes JSON (default ``benchmarks/results/vs_pytorch.json``) and prints a table; the last line is
 ``train_step_ratio_jax_over_torch=<x>``: the median step time of the JAX step that ``cac-jax train``
-would use in this process (mesh over all devices) divided by PyTorch's.
+would use in this process (mesh over all devices) divided by PyTorch's (``torch``); under
+``CAC_JAX_MALLOC=heap`` the line before it, ``train_step_ratio_jax_over_torch_same_malloc=<x>``, divides
+by ``torch_same_malloc``'s.
 """
 
 from __future__ import annotations
@@ -40,6 +50,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 import types
@@ -72,6 +83,7 @@ def parse_args(argv=None):
     p.add_argument("--max-broadcast-bytes", type=float, default=None,
                    help="largest (B, N, N) float64 broadcast for the original PyTorch distance layer")
     p.add_argument("--skip", nargs="*", default=(), choices=("train", "eval", "loss"), help="measurements to leave out")
+    p.add_argument("--torch-worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     quick = args.quick
     if args.rounds is None:
@@ -138,7 +150,6 @@ def summarise(times: list[float]) -> dict:
 
 def jax_setup(args):
     import jax
-    import jax.numpy as jnp
     import numpy as np
 
     from cac_jax import config, evaluate, mesh as mesh_lib, train, train_state
@@ -207,9 +218,7 @@ def jax_setup(args):
         from cac_jax import losses
 
         fn = jax.jit(jax.value_and_grad(lambda z, y: losses.cac_loss(z, y)[0]))
-        r = np.random.default_rng(n)
-        z = jax.device_put(jnp.asarray(r.normal(size=(BATCH, n)) * 5, jnp.float32))
-        y = jax.device_put(jnp.asarray(r.integers(0, n, BATCH), jnp.int32))
+        z, y = (jax.device_put(a) for a in loss_inputs(n))
         jax.block_until_ready(fn(z, y))
         calls = _calls_per_block(n)
 
@@ -220,7 +229,6 @@ def jax_setup(args):
             return (time.perf_counter() - t0) / calls
 
         timed.value = float(fn(z, y)[0])
-        timed.inputs = (np.asarray(z), np.asarray(y))
         return timed
 
     meshes = {1: mesh_lib.make_mesh(1)}
@@ -256,6 +264,14 @@ def _cache_size(fn):
 
 def _calls_per_block(n: int) -> int:
     return max(1, min(20, 200_000 // (BATCH * n)))
+
+
+def loss_inputs(n: int):
+    """The logits (float32, spread like a trained network's) and labels both sides time the loss on."""
+    import numpy as np
+
+    r = np.random.default_rng(n)
+    return (r.normal(size=(BATCH, n)) * 5).astype(np.float32), r.integers(0, n, BATCH).astype(np.int32)
 
 
 # ----------------------------------------------------------------------------------------------- PyTorch side
@@ -320,9 +336,10 @@ def torch_setup(args):
             sync()
         return (time.perf_counter() - t0) / (args.eval_batches * EVAL_BATCH)
 
-    def loss_contender(n, inputs, broadcast: bool):
-        z = torch.tensor(inputs[0], device=device).requires_grad_(True)
-        y = torch.tensor(inputs[1], device=device).long()
+    def loss_contender(n, broadcast: bool):
+        z_np, y_np = loss_inputs(n)
+        z = torch.tensor(z_np, device=device).requires_grad_(True)
+        y = torch.tensor(y_np, device=device).long()
         anchors = 10.0 * torch.eye(n, dtype=torch.float64, device=device) if broadcast else None
 
         def call():
@@ -349,24 +366,100 @@ def torch_setup(args):
                                  device=device, sync=sync)
 
 
-# ----------------------------------------------------------------------------------------------- report
+def serve_torch(args) -> None:
+    """The ``--torch-worker`` process: times PyTorch contenders on request, one JSON line in, one line out.
 
-def environment(jx, tc) -> dict:
-    import jax
+    Its malloc is what ``CAC_JAX_MALLOC`` in its environment asks for (importing ``cac_jax`` below applies
+    it; nothing of JAX is imported)."""
+    from cac_jax import host_malloc
+
+    protocol, sys.stdout = sys.stdout, sys.stderr  # stray prints from libraries must not corrupt the replies
+
+    def reply(obj):
+        protocol.write(json.dumps(obj) + "\n")
+        protocol.flush()
+
     import torch
 
+    tc = torch_setup(args)
+    timers = {"step": tc.step, "step_channels_last": tc.step_channels_last, "eval": tc.eval}
+    if tc.step_autocast is not None:
+        timers["step_autocast"] = tc.step_autocast
+    device = torch.cuda.get_device_name(0) if tc.device.type == "cuda" else _cpu_name()
+    reply({"ready": {"device": device, "device_type": tc.device.type, "num_threads": torch.get_num_threads(),
+                     "num_interop_threads": torch.get_num_interop_threads(), "torch": torch.__version__,
+                     "malloc": host_malloc.in_effect()}})
+    for line in sys.stdin:
+        request = json.loads(line)
+        if request["op"] == "loss":
+            name = f"loss_{request['n']}_{'broadcast' if request['broadcast'] else 'identity'}"
+            timers[name] = tc.loss(request["n"], request["broadcast"])
+            reply({"name": name, "value": timers[name].value})
+        else:
+            reply({"s": timers[request["op"]]()})
+
+
+class TorchWorker:
+    """PyTorch in a process of its own, timed on request from this one.
+
+    A process of its own gives PyTorch its own allocator settings: ``malloc`` is a ``CAC_JAX_MALLOC``
+    value (``cac_jax.host_malloc``), "system" for glibc's defaults, as the original runs."""
+
+    def __init__(self, args, malloc: str):
+        from cac_jax import host_malloc
+
+        env = {**os.environ, host_malloc.ENV: malloc}
+        cmd = [sys.executable, "-m", "benchmarks.vs_pytorch", "--torch-worker", "--dtype", args.dtype,
+               "--steps", str(args.steps), "--eval-batches", str(args.eval_batches)]
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=root)
+        self.info = self._read()["ready"]
+
+    def _read(self) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the PyTorch worker exited with status {self.proc.wait()} (its error is printed above)")
+        return json.loads(line)
+
+    def request(self, **request) -> dict:
+        self.proc.stdin.write(json.dumps(request) + "\n")
+        self.proc.stdin.flush()
+        return self._read()
+
+    def timer(self, op: str):
+        """A contender for :func:`interleave`: one timed block of ``op`` in the worker."""
+        return lambda: self.request(op=op)["s"]
+
+    def loss(self, n: int, broadcast: bool):
+        reply = self.request(op="loss", n=n, broadcast=broadcast)
+        timed = self.timer(reply["name"])
+        timed.value = reply["value"]
+        return timed
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait()
+
+
+# ----------------------------------------------------------------------------------------------- report
+
+def environment(torch_info: dict) -> dict:
     import flax
+    import jax
     import optax
 
+    from cac_jax import host_malloc
+
     dev = jax.devices()[0]
-    torch_dev = torch.cuda.get_device_name(0) if tc.device.type == "cuda" else _cpu_name()
     return {
         "jax_backend": jax.default_backend(), "jax_device": getattr(dev, "device_kind", str(dev)),
-        "jax_device_count": len(jax.devices()), "torch_device": torch_dev, "torch_device_type": tc.device.type,
-        "cpu": _cpu_name(), "cpu_count": os.cpu_count(), "torch_num_threads": torch.get_num_threads(),
-        "torch_num_interop_threads": torch.get_num_interop_threads(), "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "jax_device_count": len(jax.devices()), "torch_device": torch_info["device"],
+        "torch_device_type": torch_info["device_type"], "cpu": _cpu_name(), "cpu_count": os.cpu_count(),
+        "torch_num_threads": torch_info["num_threads"], "torch_num_interop_threads": torch_info["num_interop_threads"],
+        "xla_flags": os.environ.get("XLA_FLAGS", ""), "jax_malloc": host_malloc.in_effect(),
+        "torch_malloc": torch_info["malloc"],
         "versions": {"jax": jax.__version__, "jaxlib": getattr(__import__("jaxlib"), "__version__", None),
-                     "flax": flax.__version__, "optax": optax.__version__, "torch": torch.__version__,
+                     "flax": flax.__version__, "optax": optax.__version__, "torch": torch_info["torch"],
                      "python": platform.python_version()},
         "platform": platform.platform(), "load_average_at_start": os.getloadavg(),
     }
@@ -385,27 +478,61 @@ def _cpu_name() -> str:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    if args.torch_worker:
+        serve_torch(args)
+        return {}
     configure_xla(args.host_devices, args.xla_flags)
     import cac_jax  # noqa: F401  (its XLA CPU setting must be in the environment before JAX starts a backend)
     import jax
 
+    from cac_jax import host_malloc
+
     default_repeats(args, jax.default_backend())
-    jx, tc = jax_setup(args), torch_setup(args)
+    jx = jax_setup(args)
+    workers = {"torch": TorchWorker(args, malloc="system")}
+    if host_malloc.in_effect().startswith("heap"):
+        workers["torch_same_malloc"] = TorchWorker(args, malloc="heap")
+    try:
+        report = measure(args, jx, workers)
+    finally:
+        for worker in workers.values():
+            worker.close()
+    if args.out:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        with open(args.out, "w") as f:
+            json.dump(report, f, indent=2)
+            f.write("\n")
+    print_table(report)
+    if args.out:
+        print(f"wrote {args.out}")
+    same = report.get("train_step_ratio_jax_over_torch_same_malloc")
+    if same is not None:
+        print(f"train_step_ratio_jax_over_torch_same_malloc={same:.3f}")
+    print(f"train_step_ratio_jax_over_torch={report['train_step_ratio_jax_over_torch']:.3f}")
+    return report
+
+
+def measure(args, jx, workers: dict) -> dict:
+    """The three measurements; PyTorch's contenders run in ``workers`` ("torch": glibc's default malloc,
+    "torch_same_malloc", where present: the JAX process's ``CAC_JAX_MALLOC=heap``)."""
+    torch_ = workers["torch"]
     report = {"settings": {"batch": BATCH, "eval_batch": EVAL_BATCH, "num_classes": NUM_CLASSES,
                            "image": [IMAGE_SIZE, IMAGE_SIZE, CHANNELS], "rounds": args.rounds, "steps_per_round": args.steps,
                            "eval_batches_per_round": args.eval_batches,
                            "quick": args.quick, "jax_dtype": args.dtype, "host_devices_requested": args.host_devices},
-              "environment": environment(jx, tc)}
+              "environment": environment(torch_.info)}
+    if "torch_same_malloc" in workers:
+        report["environment"]["torch_same_malloc_malloc"] = workers["torch_same_malloc"].info["malloc"]
     t_start = time.perf_counter()
     default = f"jax_{jx.default_devices}dev"
     if "train" not in args.skip:
-        contenders = {}
-        for n, mesh in jx.meshes.items():
-            contenders[f"jax_{n}dev"] = jx.step(mesh)
-        contenders["torch"] = tc.step
-        contenders["torch_channels_last"] = tc.step_channels_last
-        if tc.step_autocast is not None:
-            contenders["torch_cl_autocast_bf16"] = tc.step_autocast
+        contenders = {f"jax_{n}dev": jx.step(mesh) for n, mesh in jx.meshes.items()}
+        contenders["torch"] = torch_.timer("step")
+        contenders["torch_channels_last"] = torch_.timer("step_channels_last")
+        if "torch_same_malloc" in workers:
+            contenders["torch_same_malloc"] = workers["torch_same_malloc"].timer("step")
+        if args.dtype == "bfloat16":
+            contenders["torch_cl_autocast_bf16"] = torch_.timer("step_autocast")
         rows = compare(contenders, args.rounds)
         for row in rows.values():
             row["steps_per_s"] = 1.0 / row["median_s"]
@@ -415,7 +542,9 @@ def main(argv=None) -> dict:
                                                key=lambda n: rows[n]["median_s"])
     if "eval" not in args.skip:
         contenders = {f"jax_{n}dev": jx.eval(mesh) for n, mesh in jx.meshes.items()}
-        contenders["torch"] = tc.eval
+        contenders["torch"] = torch_.timer("eval")
+        if "torch_same_malloc" in workers:
+            contenders["torch_same_malloc"] = workers["torch_same_malloc"].timer("eval")
         rows = compare(contenders, args.rounds)
         for row in rows.values():
             row["images_per_s"] = 1.0 / row["median_s"]
@@ -425,9 +554,9 @@ def main(argv=None) -> dict:
         rows = []
         for n in LOSS_CLASSES:
             j = jx.loss(n)
-            contenders = {"jax_fast_f32": j, "torch_f64_identity": tc.loss(n, j.inputs, broadcast=False)}
+            contenders = {"jax_fast_f32": j, "torch_f64_identity": torch_.loss(n, broadcast=False)}
             if BATCH * n * n * 8 <= args.max_broadcast_bytes:
-                contenders["torch_f64_original_broadcast"] = tc.loss(n, j.inputs, broadcast=True)
+                contenders["torch_f64_original_broadcast"] = torch_.loss(n, broadcast=True)
             times = interleave(contenders, args.loss_repeats)
             row = {"classes": n, "batch": BATCH}
             for name, ts in times.items():
@@ -440,17 +569,11 @@ def main(argv=None) -> dict:
             rows.append(row)
         report["loss_kernel"] = rows
     report["benchmark_seconds"] = time.perf_counter() - t_start
-    ratio = report["train_step"][default]["ratio_vs_torch"] if "train_step" in report else float("nan")
-    report["train_step_ratio_jax_over_torch"] = ratio
-    if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w") as f:
-            json.dump(report, f, indent=2)
-            f.write("\n")
-    print_table(report)
-    if args.out:
-        print(f"wrote {args.out}")
-    print(f"train_step_ratio_jax_over_torch={ratio:.3f}")
+    steps = report.get("train_step", {})
+    report["train_step_ratio_jax_over_torch"] = steps[default]["ratio_vs_torch"] if steps else float("nan")
+    if "torch_same_malloc" in steps:
+        report["train_step_ratio_jax_over_torch_same_malloc"] = (
+            steps[default]["median_s"] / steps["torch_same_malloc"]["median_s"])
     return report
 
 
@@ -459,6 +582,8 @@ def print_table(report: dict) -> None:
     print(f"JAX {env['versions']['jax']} on {env['jax_device_count']}x {env['jax_device']} ({env['jax_backend']}); "
           f"PyTorch {env['versions']['torch']} on {env['torch_device']} ({env['torch_num_threads']} threads); "
           f"XLA_FLAGS='{env['xla_flags']}'")
+    print(f"malloc: JAX process {env['jax_malloc']}; PyTorch process \"torch\" {env['torch_malloc']}"
+          + (f", \"torch_same_malloc\" {env['torch_same_malloc_malloc']}" if "torch_same_malloc_malloc" in env else ""))
     if "train_step" in report:
         print(f"\ntrain step, batch {BATCH} (ratio = median step time / PyTorch's; < 1 means JAX faster)")
         print(f"{'':24s}{'median ms':>10s}{'min ms':>9s}{'steps/s':>9s}{'ratio':>8s}{'paired':>8s}{'min/min':>8s}")

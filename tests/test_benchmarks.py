@@ -1,4 +1,4 @@
-"""Benchmark command lines that need no PyTorch: argument checks and repeat counts per backend."""
+"""Benchmark command lines: argument checks, repeat counts per backend, and the PyTorch worker processes."""
 
 import pytest
 
@@ -20,3 +20,23 @@ def test_non_positive_repeats_are_refused(flag, capsys):
     with pytest.raises(SystemExit):
         vs_pytorch.parse_args([flag, "0"])
     assert f"{flag} must be >= 1, got 0" in capsys.readouterr().err
+
+
+def test_torch_workers_run_pytorch_under_the_malloc_they_are_given():
+    """PyTorch runs in worker processes, each under the malloc setting it is given ("torch" with glibc's
+    defaults, as the original runs); they answer timing and loss requests."""
+    pytest.importorskip("torch")
+    from cac_jax import host_malloc
+
+    args = vs_pytorch.parse_args(["--quick", "--steps", "1", "--eval-batches", "1"])
+    choices = ("system", "heap") if host_malloc._glibc() is not None else ("system",)
+    workers = [vs_pytorch.TorchWorker(args, malloc=choice) for choice in choices]
+    try:
+        assert [w.info["malloc"].split(":")[0] for w in workers] == list(choices)
+        assert workers[0].timer("step")() > 0
+        loss = workers[0].loss(10, broadcast=False)
+        assert loss() > 0 and loss.value > 0
+    finally:
+        for w in workers:
+            w.close()
+    assert [w.proc.returncode for w in workers] == [0] * len(workers)

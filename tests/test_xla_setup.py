@@ -9,15 +9,17 @@ import pytest
 
 from cac_jax import xla_setup
 
-FLAG = "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"
+YNN = "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"
+WIDTH = "--xla_cpu_prefer_vector_width=512"
 
 
 @pytest.mark.parametrize("before,version,after", [
-    ("", "0.10.2", FLAG),
+    ("", "0.10.2", f"{YNN} {WIDTH}"),
     ("--xla_force_host_platform_device_count=2", "0.10.0",
-     f"--xla_force_host_platform_device_count=2 {FLAG}"),
+     f"--xla_force_host_platform_device_count=2 {YNN} {WIDTH}"),
     ("--xla_cpu_experimental_ynn_fusion_type=+individual_convolution", "0.10.2",
-     "--xla_cpu_experimental_ynn_fusion_type=+individual_convolution"),  # the user's choice stands
+     f"--xla_cpu_experimental_ynn_fusion_type=+individual_convolution {WIDTH}"),  # the user's choice stands
+    ("--xla_cpu_prefer_vector_width=256", "0.10.2", f"--xla_cpu_prefer_vector_width=256 {YNN}"),
     ("--xla_force_host_platform_device_count=2", "0.11.0", "--xla_force_host_platform_device_count=2"),  # unmeasured
 ])
 def test_with_fast_cpu_flags(before, version, after):
