@@ -24,11 +24,10 @@ load from other processes hits both alike; every number is the median over round
 
 Processes: JAX runs in this process, PyTorch in worker processes (``TorchWorker``) that this one asks
 for one timed block at a time, so the interleaving is the same. A process of its own gives PyTorch its own
-malloc settings. Contender ``torch`` always runs with glibc's defaults, as the original does. Under
-``CAC_JAX_MALLOC=heap`` (``cac_jax.host_malloc``: large blocks stay in the heap, which speeds up the JAX
-step and PyTorch's alike) a second worker, ``torch_same_malloc``, runs the NCHW step and eval with the
-same setting as the JAX process, so that the gain from the allocator and the gain from JAX can be told
-apart.
+malloc settings. Contender ``torch`` always runs with glibc's defaults, as the original does. Where
+``import cac_jax`` has kept large blocks in the heap in this process (``cac_jax.host_malloc``; the
+default on a CPU), a second worker, ``torch_same_malloc``, runs the NCHW step and eval with the same
+malloc settings, so that the gain from the allocator and the gain from JAX can be told apart.
 
 Host devices: XLA's CPU client is one device by default; ``--host-devices N`` sets
 ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` before JAX is imported, and the batch is split
@@ -38,9 +37,9 @@ over an N-device mesh. The JAX side runs with the XLA CPU flags that ``import ca
 
 Writes JSON (default ``benchmarks/results/vs_pytorch.json``) and prints a table; the last line is
 ``train_step_ratio_jax_over_torch=<x>``: the median step time of the JAX step that ``cac-jax train``
-would use in this process (mesh over all devices) divided by PyTorch's (``torch``); under
-``CAC_JAX_MALLOC=heap`` the line before it, ``train_step_ratio_jax_over_torch_same_malloc=<x>``, divides
-by ``torch_same_malloc``'s.
+would use in this process (mesh over all devices) divided by PyTorch's (``torch``); where
+``torch_same_malloc`` runs, the line before it, ``train_step_ratio_jax_over_torch_same_malloc=<x>``,
+divides by its.
 """
 
 from __future__ import annotations
@@ -402,8 +401,9 @@ def serve_torch(args) -> None:
 class TorchWorker:
     """PyTorch in a process of its own, timed on request from this one.
 
-    A process of its own gives PyTorch its own allocator settings: ``malloc`` is a ``CAC_JAX_MALLOC``
-    value (``cac_jax.host_malloc``), "system" for glibc's defaults, as the original runs."""
+    A process of its own gives PyTorch its own allocator settings: ``malloc`` is the ``CAC_JAX_MALLOC``
+    value it runs under (``cac_jax.host_malloc``): "system" for glibc's defaults, as the original runs,
+    "" for those ``import cac_jax`` makes."""
 
     def __init__(self, args, malloc: str):
         from cac_jax import host_malloc
@@ -491,7 +491,7 @@ def main(argv=None) -> dict:
     jx = jax_setup(args)
     workers = {"torch": TorchWorker(args, malloc="system")}
     if host_malloc.in_effect().startswith("heap"):
-        workers["torch_same_malloc"] = TorchWorker(args, malloc="heap")
+        workers["torch_same_malloc"] = TorchWorker(args, malloc="")
     try:
         report = measure(args, jx, workers)
     finally:
@@ -514,7 +514,7 @@ def main(argv=None) -> dict:
 
 def measure(args, jx, workers: dict) -> dict:
     """The three measurements; PyTorch's contenders run in ``workers`` ("torch": glibc's default malloc,
-    "torch_same_malloc", where present: the JAX process's ``CAC_JAX_MALLOC=heap``)."""
+    "torch_same_malloc", where present: the malloc settings ``import cac_jax`` makes)."""
     torch_ = workers["torch"]
     report = {"settings": {"batch": BATCH, "eval_batch": EVAL_BATCH, "num_classes": NUM_CLASSES,
                            "image": [IMAGE_SIZE, IMAGE_SIZE, CHANNELS], "rounds": args.rounds, "steps_per_round": args.steps,

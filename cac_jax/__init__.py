@@ -4,7 +4,7 @@ from cac_jax import host_malloc as _host_malloc
 from cac_jax import xla_setup as _xla_setup
 
 # Before JAX starts a backend and its threads: XLA's CPU convolutions instead of YNNPACK's (about 2x faster
-# training here), and, if CAC_JAX_MALLOC=heap asks for it, a malloc that keeps their scratch memory mapped.
+# training here), and their scratch memory kept in the heap between steps (about 13% faster).
 _xla_setup.apply()
 _host_malloc.apply()
 

@@ -1,47 +1,61 @@
-"""Opt-in glibc malloc settings under which a CPU train step of the paper's networks stops page-faulting.
+"""Where a CPU train step's convolutions get their scratch memory: the heap, not fresh pages each step.
 
 XLA's CPU convolutions (Eigen) allocate their packing buffers with ``malloc`` on every call: for the
 CIFAR network at batch 128, 34-402 MB blocks, about 1.5 GB per step. glibc serves blocks that large with
 a fresh ``mmap`` and gives them back with ``munmap`` on ``free``, so every step the kernel zero-fills and
-maps ~100,000 new pages: on this repository's 2-core CPU, 0.17 s of system time per 0.7 s step.
-``CAC_JAX_MALLOC=heap`` in the environment makes ``import cac_jax`` call ``mallopt`` with
+maps ~100,000 new pages: on this repository's 2-core CPU, 0.17-0.19 s of system time per 0.73 s step.
+Importing ``cac_jax`` therefore
 
-* ``M_ARENA_MAX = 1``: every thread allocates from the main arena, which grows with ``brk`` and so can
-  hold blocks of any size (a thread arena's heap holds at most 64 MB; larger requests are mmapped);
-* ``M_MMAP_MAX = 0``: no block is served by ``mmap``;
-* ``M_TRIM_THRESHOLD = 2 GiB - 1``: freed memory stays in the heap for the next step instead of going back
-  to the kernel.
+* calls ``mallopt(M_MMAP_MAX, 0)``: the main arena serves every block from its ``brk`` heap, which can
+  hold blocks of any size, and ``mallopt(M_TRIM_THRESHOLD, 2 GiB - 1)``: freed memory stays in that heap
+  for the next step instead of going back to the kernel;
+* sets ``jax_cpu_enable_async_dispatch`` to False, so that JAX runs a single-device CPU computation on
+  the thread that calls it (the Python thread) instead of a thread of its own. That is what brings the
+  buffers to the main arena: glibc gives every other thread an arena of its own, whose heaps hold at
+  most 64 MB, so those threads would still mmap large blocks whatever ``M_MMAP_MAX`` says.
 
-It is not the default because one arena is also one lock, and what it costs depends on the work
-(measured on the 2-core CPU, glibc defaults -> ``heap``):
+Measured (2-core Xeon, jax 0.10.2): CIFAR step 735 -> 640 ms, ~480 instead of ~100,000 page faults per
+step, 0.005 instead of 0.17 s of system time; compiling that step and the default ``cac-jax train``
+(digits, many short steps: 27.1 s with ``CAC_JAX_MALLOC=system``, 27.6 s without, same results) are
+unchanged. Computations
+over several devices keep JAX's asynchronous dispatch (the flag applies to single-device ones only).
+An earlier form of this setting, ``M_ARENA_MAX = 1`` (every thread in the main arena, asynchronous
+dispatch kept), gained less (752 -> 683 ms) and slowed compilation by 30% and the digits job by 15%:
+one arena is one lock for all of XLA's threads.
 
-* CIFAR train step, batch 128 (interleaved processes, median): 752 -> 683 ms, no page faults after
-  the first steps; the gain;
-* compiling that step: 5.0-5.6 -> 6.9-7.2 s. XLA compiles on two threads of its own, which now queue for
-  the lock (1,500 -> 80,000 context switches); a run needs ~25 steps of that network to pay it back;
-* the default ``cac-jax train`` (digits, small network, many short steps): 25.2-27.1 -> 29.9-30.8 s,
-  and a dispatch-bound call (the loss kernel at N = 10) 0.07-0.08 -> 0.10-0.11 ms: the Python thread and
-  XLA's execution thread queue for the lock;
-* a process keeps its peak heap until it exits.
+The price: a process keeps its peak heap until it exits (a training or evaluation run does anyway),
+and JAX calls on the CPU return when their result is ready instead of at once. Limits, all deliberate:
 
-So: worth it for long CPU runs of the 32×32 networks (``--experiment mnist``/``cifar10``/... on a CPU),
-not otherwise, and not measured with several host devices (where more threads share the lock) or on an
-accelerator. Threads that allocated before the call keep their own arenas, so the setting is made at
-``import cac_jax``, before JAX starts its backends. glibc only (Linux): elsewhere ``heap`` is refused
-with a message. Every run records the outcome (``runtime.malloc`` in ``results.json``).
+* Only where JAX computes on the CPU, the case it was measured on: not when ``JAX_PLATFORMS`` names an
+  accelerator first, or, without ``JAX_PLATFORMS``, a PJRT plugin or libtpu is installed.
+* glibc only (Linux); elsewhere nothing is done.
+* JAX reads the dispatch setting when it starts its CPU backend, so ``cac_jax`` must be imported before
+  the first JAX computation (the same condition as :mod:`cac_jax.xla_setup`, which warns otherwise).
+* ``CAC_JAX_MALLOC=system`` in the environment leaves glibc and JAX's dispatch as they are.
+
+Every run records the outcome (``runtime.malloc`` in ``results.json``).
 """
 
 from __future__ import annotations
 
 import ctypes
+import importlib.util
 import os
 
 ENV = "CAC_JAX_MALLOC"
-CHOICES = ("system", "heap")
 # mallopt parameter numbers from glibc's <malloc.h>.
-M_TRIM_THRESHOLD, M_MMAP_MAX, M_ARENA_MAX = -1, -4, -8
-SETTINGS = {"M_ARENA_MAX": (M_ARENA_MAX, 1), "M_MMAP_MAX": (M_MMAP_MAX, 0),
-            "M_TRIM_THRESHOLD": (M_TRIM_THRESHOLD, 2**31 - 1)}
+M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
+SETTINGS = {"M_MMAP_MAX": (M_MMAP_MAX, 0), "M_TRIM_THRESHOLD": (M_TRIM_THRESHOLD, 2**31 - 1)}
+DISPATCH = ("jax_cpu_enable_async_dispatch", False)
+
+
+def _not_on_the_cpu(environ) -> str | None:
+    """Why JAX will not compute on the CPU in this process, judged before it starts; None if it will."""
+    platforms = environ.get("JAX_PLATFORMS", "").strip()
+    if platforms:
+        return None if platforms.split(",")[0].strip() == "cpu" else f"JAX_PLATFORMS={platforms} (measured on the CPU)"
+    plugins = [name for name in ("jax_plugins", "libtpu") if importlib.util.find_spec(name) is not None]
+    return f"accelerator plugin {plugins[0]} installed (measured on the CPU)" if plugins else None
 
 
 def _glibc():
@@ -63,24 +77,34 @@ def in_effect() -> str:
 
 
 def apply(environ=os.environ) -> str:
-    """Make :data:`SETTINGS` with ``mallopt`` if ``environ`` asks for them (``CAC_JAX_MALLOC=heap``); returns
-    (and remembers) the outcome: "heap: M_ARENA_MAX=1 ..." or "system: <why>"."""
+    """Make :data:`SETTINGS` and :data:`DISPATCH` where JAX will compute on the CPU and ``environ`` does not opt
+    out; returns (and remembers) the outcome: "heap: M_MMAP_MAX=0 ...", "partial: ..." or "system: <why>"."""
     global _in_effect
     _in_effect = _apply(environ)
     return _in_effect
 
 
 def _apply(environ) -> str:
-    choice = environ.get(ENV, "").strip().lower() or "system"
-    if choice not in CHOICES:
-        raise ValueError(f"{ENV}={environ[ENV]!r}: expected 'heap' (keep large blocks in the heap, for long CPU "
-                         "runs of the 32x32 networks) or 'system' (glibc's defaults, the default)")
+    choice = environ.get(ENV, "").strip().lower()
     if choice == "system":
-        return "system: glibc's defaults"
+        return f"system: {ENV}=system"
+    if choice:
+        raise ValueError(f"{ENV}={environ[ENV]!r}: the only value is 'system' (leave glibc's malloc settings and "
+                         "JAX's CPU dispatch alone)")
+    elsewhere = _not_on_the_cpu(environ)
+    if elsewhere:
+        return f"system: {elsewhere}"
+    from cac_jax import xla_setup
+
+    if xla_setup._jax_backends_started():
+        return "system: JAX's backends started before cac_jax was imported"
     libc = _glibc()
     if libc is None:
-        raise ValueError(f"{ENV}=heap sets glibc's malloc options, and this process does not run on glibc")
+        return "system: not glibc"
     failed = [name for name, (param, value) in SETTINGS.items() if libc.mallopt(param, value) != 1]
     if failed:
-        raise RuntimeError(f"{ENV}=heap: glibc's mallopt refused {', '.join(failed)}")
-    return "heap: " + " ".join(f"{name}={value}" for name, (_, value) in SETTINGS.items())
+        return f"partial: mallopt refused {', '.join(failed)}"
+    import jax
+
+    jax.config.update(*DISPATCH)
+    return "heap: " + " ".join(f"{name}={value}" for name, (_, value) in SETTINGS.items()) + f" {DISPATCH[0]}=False"

@@ -1,5 +1,7 @@
 """Benchmark command lines: argument checks, repeat counts per backend, and the PyTorch worker processes."""
 
+import os
+
 import pytest
 
 from benchmarks import vs_pytorch
@@ -24,15 +26,18 @@ def test_non_positive_repeats_are_refused(flag, capsys):
 
 def test_torch_workers_run_pytorch_under_the_malloc_they_are_given():
     """PyTorch runs in worker processes, each under the malloc setting it is given ("torch" with glibc's
-    defaults, as the original runs); they answer timing and loss requests."""
+    defaults, as the original runs, "torch_same_malloc" with cac_jax's); they answer timing and loss requests."""
     pytest.importorskip("torch")
     from cac_jax import host_malloc
 
     args = vs_pytorch.parse_args(["--quick", "--steps", "1", "--eval-batches", "1"])
-    choices = ("system", "heap") if host_malloc._glibc() is not None else ("system",)
-    workers = [vs_pytorch.TorchWorker(args, malloc=choice) for choice in choices]
+    workers = [vs_pytorch.TorchWorker(args, malloc=choice) for choice in ("system", "")]
     try:
-        assert [w.info["malloc"].split(":")[0] for w in workers] == list(choices)
+        system, same = (w.info["malloc"] for w in workers)
+        assert system == "system: CAC_JAX_MALLOC=system"
+        environ = {k: v for k, v in os.environ.items() if k != host_malloc.ENV}
+        expected = "heap" if host_malloc._glibc() and not host_malloc._not_on_the_cpu(environ) else "system"
+        assert same.split(":")[0] == expected
         assert workers[0].timer("step")() > 0
         loss = workers[0].loss(10, broadcast=False)
         assert loss() > 0 and loss.value > 0
