@@ -29,8 +29,10 @@ and JAX calls on the CPU return when their result is ready instead of at once. L
 * Only where JAX computes on the CPU, the case it was measured on: not when ``JAX_PLATFORMS`` names an
   accelerator first, or, without ``JAX_PLATFORMS``, a PJRT plugin or libtpu is installed.
 * glibc only (Linux); elsewhere nothing is done.
-* JAX reads the dispatch setting when it starts its CPU backend, so ``cac_jax`` must be imported before
-  the first JAX computation (the same condition as :mod:`cac_jax.xla_setup`, which warns otherwise).
+* JAX reads the dispatch setting when it starts its CPU backend. ``import cac_jax`` stays free of JAX,
+  so the setting is made then only if JAX is imported already, and otherwise when :mod:`cac_jax.mesh`
+  (through which every training, evaluation and benchmark step is placed) imports it; a first JAX
+  computation before that leaves dispatch asynchronous, and the run record says so.
 * ``CAC_JAX_MALLOC=system`` in the environment leaves glibc and JAX's dispatch as they are.
 
 Every run records the outcome (``runtime.malloc`` in ``results.json``).
@@ -41,6 +43,7 @@ from __future__ import annotations
 import ctypes
 import importlib.util
 import os
+import sys
 
 ENV = "CAC_JAX_MALLOC"
 # mallopt parameter numbers from glibc's <malloc.h>.
@@ -77,11 +80,30 @@ def in_effect() -> str:
 
 
 def apply(environ=os.environ) -> str:
-    """Make :data:`SETTINGS` and :data:`DISPATCH` where JAX will compute on the CPU and ``environ`` does not opt
-    out; returns (and remembers) the outcome: "heap: M_MMAP_MAX=0 ...", "partial: ..." or "system: <why>"."""
+    """Make :data:`SETTINGS` where JAX will compute on the CPU and ``environ`` does not opt out, and :data:`DISPATCH`
+    now if JAX is imported already, else when :mod:`cac_jax.mesh` imports it (``import cac_jax`` itself must stay
+    free of JAX); returns (and remembers) the outcome: "heap: ...", "partial: ..." or "system: <why>"."""
     global _in_effect
     _in_effect = _apply(environ)
+    if _in_effect.startswith("heap") and "jax" in sys.modules:
+        dispatch_on_calling_thread()
     return _in_effect
+
+
+def dispatch_on_calling_thread() -> None:
+    """The second half of :func:`apply`, once JAX is imported: single-device CPU computations on the calling thread."""
+    global _in_effect
+    if not _in_effect.startswith("heap") or _in_effect.endswith(DISPATCH[0] + "=False"):
+        return
+    from cac_jax import xla_setup
+
+    if xla_setup._jax_backends_started():
+        _in_effect += f" ({DISPATCH[0]} left True: JAX's backends started before cac_jax.mesh was imported)"
+        return
+    import jax
+
+    jax.config.update(*DISPATCH)
+    _in_effect += f" {DISPATCH[0]}=False"
 
 
 def _apply(environ) -> str:
@@ -104,7 +126,4 @@ def _apply(environ) -> str:
     failed = [name for name, (param, value) in SETTINGS.items() if libc.mallopt(param, value) != 1]
     if failed:
         return f"partial: mallopt refused {', '.join(failed)}"
-    import jax
-
-    jax.config.update(*DISPATCH)
-    return "heap: " + " ".join(f"{name}={value}" for name, (_, value) in SETTINGS.items()) + f" {DISPATCH[0]}=False"
+    return "heap: " + " ".join(f"{name}={value}" for name, (_, value) in SETTINGS.items())

@@ -14,6 +14,11 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
+from cac_jax import host_malloc
+
+# Before any step runs: single-device CPU computations on the calling thread (see cac_jax.host_malloc).
+host_malloc.dispatch_on_calling_thread()
+
 DATA_AXIS = "data"
 
 

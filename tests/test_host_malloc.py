@@ -33,11 +33,11 @@ def test_bad_value_is_named():
 
 
 # The Python thread allocates, touches and frees a 96 MB block three times, then runs a small JAX
-# computation; the page faults of the last round tell whether the block came back from the heap or from
+# computation after importing cac_jax.mesh, as every step does; the page faults of the last round tell whether the block came back from the heap or from
 # a new mmap, and JAX's config whether CPU computations run on the calling thread.
 _PROBE = """
 import ctypes, resource, cac_jax, jax
-from cac_jax import xla_setup
+from cac_jax import mesh, xla_setup
 libc = ctypes.CDLL(None)
 libc.malloc.restype = ctypes.c_void_p
 libc.free.argtypes = [ctypes.c_void_p]
@@ -68,6 +68,18 @@ def test_import_keeps_large_blocks_in_the_heap_and_runs_cpu_computations_inline(
     setting, faults, asynchronous = _probe(CAC_JAX_MALLOC="system")
     assert setting == "system: CAC_JAX_MALLOC=system"
     assert faults > 20_000 and asynchronous  # glibc's default: mmap and munmap every time
+
+
+def test_dispatch_is_set_when_the_mesh_module_imports_jax_not_by_import_cac_jax():
+    code = ("import sys, cac_jax; from cac_jax import host_malloc; print('jax' in sys.modules, host_malloc.in_effect()); "
+            "import cac_jax.mesh; print(host_malloc.in_effect())")
+    env = {**{k: v for k, v in os.environ.items() if k not in (host_malloc.ENV, "JAX_PLATFORMS")}, "JAX_PLATFORMS": "cpu"}
+    first, second = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                                   check=True).stdout.splitlines()
+    if host_malloc._glibc() is None:
+        return
+    assert first == "False heap: M_MMAP_MAX=0 M_TRIM_THRESHOLD=2147483647"
+    assert second == "heap: M_MMAP_MAX=0 M_TRIM_THRESHOLD=2147483647 jax_cpu_enable_async_dispatch=False"
 
 
 def test_importing_after_jax_started_claims_nothing():
