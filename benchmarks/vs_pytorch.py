@@ -481,14 +481,9 @@ def main(argv=None) -> dict:
     if args.torch_worker:
         serve_torch(args)
         return {}
-    configure_xla(args.host_devices, args.xla_flags)
-    import cac_jax  # noqa: F401  (its XLA CPU setting must be in the environment before JAX starts a backend)
-    import jax
-
+    jx = start_jax(args)
     from cac_jax import host_malloc
 
-    default_repeats(args, jax.default_backend())
-    jx = jax_setup(args)
     workers = {"torch": TorchWorker(args, malloc="system")}
     if host_malloc.in_effect().startswith("heap"):
         workers["torch_same_malloc"] = TorchWorker(args, malloc="")
@@ -510,6 +505,20 @@ def main(argv=None) -> dict:
         print(f"train_step_ratio_jax_over_torch_same_malloc={same:.3f}")
     print(f"train_step_ratio_jax_over_torch={report['train_step_ratio_jax_over_torch']:.3f}")
     return report
+
+
+def start_jax(args):
+    """Start JAX as every cac-jax run does (cac_jax's XLA flags, malloc and CPU dispatch in place before the
+    backend starts), fill in the repeats for its backend, and return the JAX contenders."""
+    configure_xla(args.host_devices, args.xla_flags)
+    import cac_jax  # noqa: F401  (its XLA CPU setting must be in the environment before JAX starts a backend)
+    import jax
+
+    from cac_jax import host_malloc
+
+    host_malloc.dispatch_on_calling_thread()  # now: default_backend() starts the backend before cac_jax.mesh is imported
+    default_repeats(args, jax.default_backend())
+    return jax_setup(args)
 
 
 def measure(args, jx, workers: dict) -> dict:

@@ -32,7 +32,9 @@ and JAX calls on the CPU return when their result is ready instead of at once. L
 * JAX reads the dispatch setting when it starts its CPU backend. ``import cac_jax`` stays free of JAX,
   so the setting is made then only if JAX is imported already, and otherwise when :mod:`cac_jax.mesh`
   (through which every training, evaluation and benchmark step is placed) imports it; a first JAX
-  computation before that leaves dispatch asynchronous, and the run record says so.
+  computation before that leaves dispatch asynchronous, with a warning, and the run record says so. A
+  script that starts JAX itself calls :func:`dispatch_on_calling_thread` first (as ``benchmarks.vs_pytorch``
+  does).
 * ``CAC_JAX_MALLOC=system`` in the environment leaves glibc and JAX's dispatch as they are.
 
 Every run records the outcome (``runtime.malloc`` in ``results.json``).
@@ -44,6 +46,7 @@ import ctypes
 import importlib.util
 import os
 import sys
+import warnings
 
 ENV = "CAC_JAX_MALLOC"
 # mallopt parameter numbers from glibc's <malloc.h>.
@@ -99,6 +102,10 @@ def dispatch_on_calling_thread() -> None:
 
     if xla_setup._jax_backends_started():
         _in_effect += f" ({DISPATCH[0]} left True: JAX's backends started before cac_jax.mesh was imported)"
+        warnings.warn(f"cac_jax.mesh was imported after JAX started its backends, so {DISPATCH[0]} stays True and "
+                      "single-device CPU steps mmap their convolutions' scratch memory afresh (~13% slower). Import "
+                      "cac_jax.mesh, or call cac_jax.host_malloc.dispatch_on_calling_thread(), before the first "
+                      "JAX computation.", RuntimeWarning, stacklevel=2)
         return
     import jax
 

@@ -1,6 +1,8 @@
 """Benchmark command lines: argument checks, repeat counts per backend, and the PyTorch worker processes."""
 
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -45,3 +47,21 @@ def test_torch_workers_run_pytorch_under_the_malloc_they_are_given():
         for w in workers:
             w.close()
     assert [w.proc.returncode for w in workers] == [0] * len(workers)
+
+
+def test_the_jax_contender_runs_under_cac_jax_cpu_settings():
+    """The benchmark starts JAX itself (to pick repeats for its backend), so it must set cac_jax's CPU dispatch
+    first: otherwise it times JAX slower than `cac-jax train` runs."""
+    from cac_jax import host_malloc
+
+    code = ("from benchmarks import vs_pytorch; from cac_jax import host_malloc; "
+            "args = vs_pytorch.parse_args(['--quick']); vs_pytorch.start_jax(args); "
+            "print(args.steps, host_malloc.in_effect())")
+    env = {**{k: v for k, v in os.environ.items() if k not in (host_malloc.ENV, "JAX_PLATFORMS", "XLA_FLAGS")},
+           "JAX_PLATFORMS": "cpu"}
+    out = subprocess.run([sys.executable, "-W", "error::RuntimeWarning", "-c", code], env=env, capture_output=True,
+                         text=True, check=True, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__)))).stdout.strip()
+    steps, setting = out.split(" ", 1)
+    assert steps == "1"
+    if host_malloc._glibc() is not None:
+        assert setting == "heap: M_MMAP_MAX=0 M_TRIM_THRESHOLD=2147483647 jax_cpu_enable_async_dispatch=False"

@@ -88,3 +88,17 @@ def test_importing_after_jax_started_claims_nothing():
                          env={k: v for k, v in os.environ.items() if k != host_malloc.ENV},
                          capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "system: JAX's backends started before cac_jax was imported"
+
+
+@needs_glibc
+def test_mesh_imported_after_jax_started_warns_and_records_it():
+    code = ("import warnings, cac_jax, jax; jax.numpy.zeros(1).block_until_ready()\n"
+            "with warnings.catch_warnings(record=True) as caught:\n"
+            "    warnings.simplefilter('always'); import cac_jax.mesh\n"
+            "from cac_jax import host_malloc; print(host_malloc.in_effect()); print(*[w.message for w in caught], sep='|')")
+    env = {**{k: v for k, v in os.environ.items() if k not in (host_malloc.ENV, "JAX_PLATFORMS")}, "JAX_PLATFORMS": "cpu"}
+    setting, warned = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                                     check=True).stdout.splitlines()
+    assert setting.endswith("(jax_cpu_enable_async_dispatch left True: JAX's backends started before cac_jax.mesh was "
+                            "imported)")
+    assert "cac_jax.mesh was imported after JAX started its backends" in warned
