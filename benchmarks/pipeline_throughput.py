@@ -115,6 +115,9 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     import jax
 
+    from cac_jax import host_malloc
+
+    host_malloc.dispatch_on_calling_thread()  # as in `cac-jax train`, before jax.devices() starts the backend
     report = {"device": str(jax.devices()[0]), "cpu_count": os.cpu_count(), "machine": platform.machine(), "batch": BATCH}
     report.update(bench_pipeline(args.steps))
     report.update(bench_train_step(args.steps))
