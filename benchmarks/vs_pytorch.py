@@ -372,12 +372,7 @@ def serve_torch(args) -> None:
     it; nothing of JAX is imported)."""
     from cac_jax import host_malloc
 
-    protocol, sys.stdout = sys.stdout, sys.stderr  # stray prints from libraries must not corrupt the replies
-
-    def reply(obj):
-        protocol.write(json.dumps(obj) + "\n")
-        protocol.flush()
-
+    reply = worker_replies()
     import torch
 
     tc = torch_setup(args)
@@ -398,27 +393,36 @@ def serve_torch(args) -> None:
             reply({"s": timers[request["op"]]()})
 
 
-class TorchWorker:
-    """PyTorch in a process of its own, timed on request from this one.
+def worker_replies():
+    """In a worker process: the function that sends one JSON line to the process that started it. The
+    worker's ``sys.stdout`` goes to stderr from here on, so stray prints from libraries cannot corrupt the replies."""
+    protocol, sys.stdout = sys.stdout, sys.stderr
 
-    A process of its own gives PyTorch its own allocator settings: ``malloc`` is the ``CAC_JAX_MALLOC``
-    value it runs under (``cac_jax.host_malloc``): "system" for glibc's defaults, as the original runs,
-    "" for those ``import cac_jax`` makes."""
+    def reply(obj):
+        protocol.write(json.dumps(obj) + "\n")
+        protocol.flush()
 
-    def __init__(self, args, malloc: str):
-        from cac_jax import host_malloc
+    return reply
 
-        env = {**os.environ, host_malloc.ENV: malloc}
-        cmd = [sys.executable, "-m", "benchmarks.vs_pytorch", "--torch-worker", "--dtype", args.dtype,
-               "--steps", str(args.steps), "--eval-batches", str(args.eval_batches)]
+
+class Worker:
+    """A benchmark process of its own (``python -m <module> <argv>`` under ``env``), timed on request from this
+    one: one JSON line in, one line out. Its first line is ``{"ready": info}``.
+
+    A process of its own is what a setting made at process start needs (glibc's malloc, XLA_FLAGS, JAX's CPU
+    dispatch), and it keeps one framework's threads and allocator out of another's."""
+
+    def __init__(self, module: str, argv: list[str], env: dict, name: str):
+        self.name = name
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=root)
+        self.proc = subprocess.Popen([sys.executable, "-m", module, *argv], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True, env=env, cwd=root)
         self.info = self._read()["ready"]
 
     def _read(self) -> dict:
         line = self.proc.stdout.readline()
         if not line:
-            raise RuntimeError(f"the PyTorch worker exited with status {self.proc.wait()} (its error is printed above)")
+            raise RuntimeError(f"the {self.name} worker exited with status {self.proc.wait()} (its error is printed above)")
         return json.loads(line)
 
     def request(self, **request) -> dict:
@@ -430,20 +434,33 @@ class TorchWorker:
         """A contender for :func:`interleave`: one timed block of ``op`` in the worker."""
         return lambda: self.request(op=op)["s"]
 
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait()
+
+
+class TorchWorker(Worker):
+    """PyTorch in a worker process. ``malloc`` is the ``CAC_JAX_MALLOC`` value it runs under
+    (``cac_jax.host_malloc``): "system" for glibc's defaults, as the original runs, "" for those
+    ``import cac_jax`` makes."""
+
+    def __init__(self, args, malloc: str):
+        from cac_jax import host_malloc
+
+        super().__init__("benchmarks.vs_pytorch", ["--torch-worker", "--dtype", args.dtype, "--steps", str(args.steps),
+                                                   "--eval-batches", str(args.eval_batches)],
+                         {**os.environ, host_malloc.ENV: malloc}, name="PyTorch")
+
     def loss(self, n: int, broadcast: bool):
         reply = self.request(op="loss", n=n, broadcast=broadcast)
         timed = self.timer(reply["name"])
         timed.value = reply["value"]
         return timed
 
-    def close(self) -> None:
-        self.proc.stdin.close()
-        self.proc.wait()
-
 
 # ----------------------------------------------------------------------------------------------- report
 
-def environment(torch_info: dict) -> dict:
+def environment(workers: dict) -> dict:
     import flax
     import jax
     import optax
@@ -451,13 +468,14 @@ def environment(torch_info: dict) -> dict:
     from cac_jax import host_malloc
 
     dev = jax.devices()[0]
+    torch_info = workers["torch"].info
     return {
         "jax_backend": jax.default_backend(), "jax_device": getattr(dev, "device_kind", str(dev)),
         "jax_device_count": len(jax.devices()), "torch_device": torch_info["device"],
         "torch_device_type": torch_info["device_type"], "cpu": _cpu_name(), "cpu_count": os.cpu_count(),
         "torch_num_threads": torch_info["num_threads"], "torch_num_interop_threads": torch_info["num_interop_threads"],
         "xla_flags": os.environ.get("XLA_FLAGS", ""), "jax_malloc": host_malloc.in_effect(),
-        "torch_malloc": torch_info["malloc"],
+        "torch_malloc": {name: worker.info["malloc"] for name, worker in workers.items()},
         "versions": {"jax": jax.__version__, "jaxlib": getattr(__import__("jaxlib"), "__version__", None),
                      "flax": flax.__version__, "optax": optax.__version__, "torch": torch_info["torch"],
                      "python": platform.python_version()},
@@ -529,9 +547,7 @@ def measure(args, jx, workers: dict) -> dict:
                            "image": [IMAGE_SIZE, IMAGE_SIZE, CHANNELS], "rounds": args.rounds, "steps_per_round": args.steps,
                            "eval_batches_per_round": args.eval_batches,
                            "quick": args.quick, "jax_dtype": args.dtype, "host_devices_requested": args.host_devices},
-              "environment": environment(torch_.info)}
-    if "torch_same_malloc" in workers:
-        report["environment"]["torch_same_malloc_malloc"] = workers["torch_same_malloc"].info["malloc"]
+              "environment": environment(workers)}
     t_start = time.perf_counter()
     default = f"jax_{jx.default_devices}dev"
     if "train" not in args.skip:
@@ -591,8 +607,8 @@ def print_table(report: dict) -> None:
     print(f"JAX {env['versions']['jax']} on {env['jax_device_count']}x {env['jax_device']} ({env['jax_backend']}); "
           f"PyTorch {env['versions']['torch']} on {env['torch_device']} ({env['torch_num_threads']} threads); "
           f"XLA_FLAGS='{env['xla_flags']}'")
-    print(f"malloc: JAX process {env['jax_malloc']}; PyTorch process \"torch\" {env['torch_malloc']}"
-          + (f", \"torch_same_malloc\" {env['torch_same_malloc_malloc']}" if "torch_same_malloc_malloc" in env else ""))
+    print(f"malloc: JAX process {env['jax_malloc']}; PyTorch processes "
+          + ", ".join(f"\"{name}\" {malloc}" for name, malloc in env["torch_malloc"].items()))
     if "train_step" in report:
         print(f"\ntrain step, batch {BATCH} (ratio = median step time / PyTorch's; < 1 means JAX faster)")
         print(f"{'':24s}{'median ms':>10s}{'min ms':>9s}{'steps/s':>9s}{'ratio':>8s}{'paired':>8s}{'min/min':>8s}")

@@ -101,11 +101,11 @@ def dispatch_on_calling_thread() -> None:
     from cac_jax import xla_setup
 
     if xla_setup._jax_backends_started():
-        _in_effect += f" ({DISPATCH[0]} left True: JAX's backends started before cac_jax.mesh was imported)"
-        warnings.warn(f"cac_jax.mesh was imported after JAX started its backends, so {DISPATCH[0]} stays True and "
-                      "single-device CPU steps mmap their convolutions' scratch memory afresh (~13% slower). Import "
-                      "cac_jax.mesh, or call cac_jax.host_malloc.dispatch_on_calling_thread(), before the first "
-                      "JAX computation.", RuntimeWarning, stacklevel=2)
+        _in_effect += f" ({DISPATCH[0]} left True: JAX's backends started before cac_jax could set it)"
+        warnings.warn(f"JAX started its backends before cac_jax could set {DISPATCH[0]}=False, so single-device "
+                      "CPU steps mmap their convolutions' scratch memory afresh (~13% slower). Import cac_jax.mesh, "
+                      "or call cac_jax.host_malloc.dispatch_on_calling_thread(), before the first JAX computation.",
+                      RuntimeWarning, stacklevel=2)
         return
     import jax
 

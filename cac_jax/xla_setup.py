@@ -5,8 +5,9 @@ jaxlib 0.10 hands CPU convolutions to YNNPACK (YNN fusions of type "individual_c
 2-core CPU, batch 128, the 32x32x64->64 layer takes (forward / input gradient / weight gradient)
 101 / 101 / 312 ms with YNNPACK and 49 / 50 / 87 ms without, and the CIFAR train step 1489 ms against
 793 ms. XLA's own loops (batch norm, activations, their gradients) are emitted for 256-bit vectors by
-default; 512-bit vectors, where the CPU has them, take the step a further 2% down (687 -> 674 ms, median
-of 12 interleaved rounds; it changes no result: the same operations in the same order). So importing
+default; 512-bit vectors, where the CPU has them, take the step a further 0-2% down (687 -> 674 ms,
+median of 12 interleaved rounds, before cac_jax.host_malloc; 1.3-1.8% after it in
+``python -m benchmarks.cpu_settings_ab``; it changes no result: the same operations in the same order). So importing
 ``cac_jax`` adds
 
     --xla_cpu_experimental_ynn_fusion_type=-individual_convolution --xla_cpu_prefer_vector_width=512

@@ -65,3 +65,34 @@ def test_the_jax_contender_runs_under_cac_jax_cpu_settings():
     assert steps == "1"
     if host_malloc._glibc() is not None:
         assert setting == "heap: M_MMAP_MAX=0 M_TRIM_THRESHOLD=2147483647 jax_cpu_enable_async_dispatch=False"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--b", "CAC_JAX_MALLOC"], "'CAC_JAX_MALLOC' is not NAME=VALUE"),
+    (["--b", "=system"], "'=system' is not NAME=VALUE"),
+    (["--a", "X=1", "--b", "X=1"], "--a and --b set the same environment"),
+    (["--b", "X=1", "--rounds", "0"], "--rounds must be >= 1, got 0"),
+])
+def test_ab_arguments_are_checked(argv, message, capsys):
+    from benchmarks import cpu_settings_ab
+
+    with pytest.raises(SystemExit):
+        cpu_settings_ab.parse_args(argv)
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_ab_times_each_arm_in_a_process_under_its_own_environment(tmp_path):
+    """The heap setting, on and off: each worker records its own malloc outcome, and the page faults show it."""
+    from benchmarks import cpu_settings_ab
+    from cac_jax import host_malloc
+
+    out = tmp_path / "ab.json"
+    report = cpu_settings_ab.main(["--rounds", "2", "--steps", "1", "--a", f"{host_malloc.ENV}=",
+                                   "--b", f"{host_malloc.ENV}=system", "--out", str(out)])
+    a, b = report["arms"]["A"], report["arms"]["B"]
+    assert b["malloc"] == "system: CAC_JAX_MALLOC=system" and b["rounds"] == 2
+    assert report["step_ratio_b_over_a"] == pytest.approx(b["median_s"] / a["median_s"])
+    assert out.exists()
+    if a["malloc"].startswith("heap"):  # glibc, on the CPU
+        assert a["faults_per_step"] < 20_000 < b["faults_per_step"]

@@ -99,6 +99,6 @@ def test_mesh_imported_after_jax_started_warns_and_records_it():
     env = {**{k: v for k, v in os.environ.items() if k not in (host_malloc.ENV, "JAX_PLATFORMS")}, "JAX_PLATFORMS": "cpu"}
     setting, warned = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                                      check=True).stdout.splitlines()
-    assert setting.endswith("(jax_cpu_enable_async_dispatch left True: JAX's backends started before cac_jax.mesh was "
-                            "imported)")
-    assert "cac_jax.mesh was imported after JAX started its backends" in warned
+    assert setting.endswith("(jax_cpu_enable_async_dispatch left True: JAX's backends started before cac_jax could "
+                            "set it)")
+    assert "JAX started its backends before cac_jax could set jax_cpu_enable_async_dispatch=False" in warned
