@@ -6,7 +6,10 @@ Layout: ``<workdir>/checkpoints/stage<s>/{latest,best}/<step>/{state,meta}``, on
 and a *signature* of the network (model, method, number of classes, input size and channels) that is
 compared with the config before anything is restored, so an unfitting checkpoint is a clear
 ``ValueError`` rather than a shape error from deep inside Orbax.
-Saves are synchronous: once ``save`` returns, a killed run can resume from that checkpoint.
+Saves are synchronous: once ``save`` returns, a killed run can resume from that checkpoint. A save
+interrupted by a kill stays a temporary directory, which the next run removes; the checkpoint before it
+is untouched. In a job of several processes every process calls every method (Orbax saves collectively:
+one copy of the replicated state, the files written by process 0).
 """
 
 from __future__ import annotations
@@ -45,7 +48,9 @@ class StageCheckpoints:
         if kind not in KINDS:
             raise ValueError(f"checkpoint kind {kind!r} is not one of {KINDS}")
         if kind not in self._managers:
-            options = ocp.CheckpointManagerOptions(max_to_keep=1, enable_async_checkpointing=False, create=True)
+            # A save that a killed process left unfinished stays a temporary directory: removed here.
+            options = ocp.CheckpointManagerOptions(max_to_keep=1, enable_async_checkpointing=False, create=True,
+                                                   cleanup_tmp_directories=True)
             self._managers[kind] = ocp.CheckpointManager(os.path.join(self.root, kind), options=options,
                                                          item_names=("state", "meta"))
         return self._managers[kind]
@@ -56,6 +61,10 @@ class StageCheckpoints:
     def save(self, kind: str, state, meta: dict) -> None:
         mngr = self._manager(kind)
         step = int(jax.device_get(state.step))
+        if step in mngr.all_steps():
+            # A resumed run replays the steps after its latest checkpoint; a process killed between saving
+            # ``best`` and ``latest`` left ``best`` at one of them: the replay's save replaces it.
+            mngr.delete(step)
         args = ocp.args.Composite(state=ocp.args.StandardSave(serialization.to_state_dict(state)),
                                   meta=ocp.args.JsonSave(meta))
         mngr.save(step, args=args, force=True)

@@ -20,6 +20,7 @@ import os
 import sys
 
 from cac_jax import config as config_lib
+from cac_jax import distributed
 
 
 def _trials(text: str) -> list[int]:
@@ -38,6 +39,17 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
+def _add_distributed(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("several processes (hosts)", "start the same command on every process with these "
+                             "three (or, on SLURM, Open MPI or Cloud TPU, none of them and --set distributed=true)")
+    g.add_argument("--coordinator", metavar="HOST:PORT", help="address of process 0, where the coordinator listens")
+    g.add_argument("--num-processes", type=_positive, metavar="N", help="number of processes in the job")
+    g.add_argument("--process-id", type=int, metavar="I", help="this process's index, 0..N-1")
+    g.add_argument("--heartbeat-timeout", type=_positive, default=distributed.DEFAULT_HEARTBEAT_TIMEOUT,
+                   metavar="S", help="seconds after which a silent process counts as dead and the others stop "
+                                     f"(default {distributed.DEFAULT_HEARTBEAT_TIMEOUT})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cac-jax", description="Class Anchor Clustering (open-set recognition) in JAX.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -54,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--epochs", help="epochs of stage 1 and stage 2, e.g. 2,1")
     t.add_argument("--method", choices=config_lib.METHODS, help="training objective (default cac)")
     _add_common(t)
+    _add_distributed(t)
 
     e = sub.add_parser("eval", help="evaluate the best checkpoint of a trained run, write results.json",
                        description="Evaluate a trained run from its files alone (config.json and checkpoints) and "
@@ -65,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
                                         "(default: the best checkpoint of the run's last stage)")
     e.add_argument("--config", help="config.json to use (default: the run's own)")
     _add_common(e)
+    _add_distributed(e)
 
     s = sub.add_parser("sweep", help="train and evaluate a method on trials 0-4, write mean and std",
                        description="Run trials into <workdir>/trial<k>, one after another or --parallel N at "
@@ -85,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "<workdir>/trial<k>/train.log (fills an accelerator that one small trial leaves idle; "
                         "no gain on a CPU); default 1")
     _add_common(s)
+    _add_distributed(s)
 
     r = sub.add_parser("report", help="Markdown table of sweeps next to the paper's numbers",
                        description="Tabulate sweep results (mean ± std over trials) next to the published AUROC "
@@ -97,6 +112,18 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Redraw roc.png, score_hist.png, logit_pca.png, training_curves.png of a run "
                                     "(from scores.npz and metrics.jsonl), or roc.png of a sweep.")
     pl.add_argument("workdir")
+
+    la = sub.add_parser("launch", help="try a multi-host job on this machine: N processes sharing its CPU",
+                        description="Start a cac-jax command as a job of several processes on this machine, "
+                                    "each with its own CPU devices, connected by JAX's distributed runtime "
+                                    "(the code path of a job over several hosts). Output lines are prefixed "
+                                    "[p<i>]; Ctrl-C stops every process; the launcher exits non-zero as soon "
+                                    "as one process fails. Example: cac-jax launch --processes 2 "
+                                    "--host-devices 2 -- train --set epochs=6,2")
+    la.add_argument("--processes", type=_positive, default=2, help="number of processes (default 2)")
+    la.add_argument("--host-devices", type=_positive, default=1, help="CPU devices per process (default 1)")
+    la.add_argument("job", nargs=argparse.REMAINDER, metavar="COMMAND", help="-- then the cac-jax command: train, eval or sweep "
+                                                               "with its options")
     return parser
 
 
@@ -243,7 +270,30 @@ def cmd_plots(args) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "sweep": cmd_sweep, "report": cmd_report, "plots": cmd_plots}
+def cmd_launch(args) -> int:
+    from cac_jax import launch
+
+    command = args.job[1:] if args.job[:1] == ["--"] else args.job
+    return launch.launch(command, args.processes, args.host_devices)
+
+
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "sweep": cmd_sweep, "report": cmd_report, "plots": cmd_plots,
+            "launch": cmd_launch}
+
+
+def join_job(args) -> None:
+    """Join the distributed job that ``args`` name (``--coordinator ...`` or ``--set distributed=true``) before
+    any JAX computation. Process 0 speaks for the job: the others print their errors, nothing on stdout."""
+    if not hasattr(args, "coordinator"):
+        return
+    auto = any(config_lib.parse_override(item) == ("distributed", True) for item in args.overrides)
+    distributed.initialize(distributed.Options(coordinator=args.coordinator, num_processes=args.num_processes,
+                                               process_id=args.process_id, auto=auto,
+                                               heartbeat_timeout=args.heartbeat_timeout))
+    if distributed.process_count() > 1 and not distributed.is_primary():
+        print(f"process {distributed.process_index()} of {distributed.process_count()}: output on process 0",
+              flush=True)
+        sys.stdout = open(os.devnull, "w")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -251,10 +301,35 @@ def main(argv: list[str] | None = None) -> int:
     from cac_jax import train
 
     try:
+        join_job(args)
         return COMMANDS[args.command](args)
-    except (ValueError, FileNotFoundError, train.WorkdirError, train.TrainingDiverged) as e:
-        print(f"cac-jax {args.command}: error: {e}", file=sys.stderr)
+    except (ValueError, FileNotFoundError, train.WorkdirError, train.TrainingDiverged, distributed.JobError) as e:
+        def print_error():
+            print(f"cac-jax {args.command}: error: {e}", file=sys.stderr)
+
+        _leave_job(e, print_error, echo=False)
+        print_error()
         return 1
+    except BaseException as e:  # a bug or Ctrl-C: the other processes of a job must not wait for this one
+        def print_traceback():
+            import traceback
+
+            traceback.print_exception(e)
+            print(f"cac-jax {args.command}: error: process {distributed.process_index()} of "
+                  f"{distributed.process_count()} stopped ({type(e).__name__}){distributed.peer_hint(e)}",
+                  file=sys.stderr)
+
+        _leave_job(e, print_traceback, echo=True)
+        raise
+
+
+def _leave_job(error: BaseException, print_error, *, echo: bool) -> None:
+    """In a job of several processes: end this process at once (see distributed.leave_failed_job)."""
+    if distributed.in_job():
+        text = str(error).strip()
+        message = (f"{type(error).__name__}: {text.splitlines()[0][:500]}" if text else type(error).__name__)
+        distributed.leave_failed_job(message, 130 if isinstance(error, KeyboardInterrupt) else 1, print_error,
+                                     echo=echo)
 
 
 if __name__ == "__main__":

@@ -99,9 +99,12 @@ def _check_choice(name, value, choices):
 
 
 def save_config(cfg: Config, path: str) -> None:
-    with open(path, "w") as f:
+    """Write ``cfg`` as JSON; atomically, so a reader (another process of the job) never sees half a file."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
         json.dump(cfg.to_dict(), f, indent=2, sort_keys=True)
         f.write("\n")
+    os.replace(tmp, path)
 
 
 def load_config(path: str) -> Config:

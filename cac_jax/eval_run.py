@@ -43,7 +43,7 @@ def locate_checkpoint(path: str) -> tuple[str, int | None, str]:
 def evaluate_run_dir(workdir: str | None = None, *, checkpoint: str | None = None, config_path: str | None = None,
                      overrides: Sequence[str] = ()) -> tuple[dict, str]:
     """Evaluate a trained run and write its outputs; returns (results, path of results.json)."""
-    from cac_jax import train
+    from cac_jax import distributed, train
 
     if checkpoint is None and workdir is None:
         raise ValueError("name a work directory (--workdir) or a checkpoint directory (--checkpoint)")
@@ -57,9 +57,14 @@ def evaluate_run_dir(workdir: str | None = None, *, checkpoint: str | None = Non
     cfg = config_lib.apply_overrides(cfg, overrides).replace(workdir=run_dir)
     if stage not in (None, 1, 2):
         raise ValueError(f"stage {stage} does not exist (stages are 1 and 2)")
-    ctx = train.make_context(cfg, train.load_data(cfg))
+    distributed.initialize(distributed.Options(auto=cfg.distributed))
+    train.agree_on_run(cfg)
+    data = train.load_data(cfg)
+    train.agree_on_run(cfg, data)
+    ctx = train.make_context(cfg, data)
     results, outputs = train.evaluate_run(ctx, stage=stage, kind=kind)
     out_dir = workdir or run_dir
-    os.makedirs(out_dir, exist_ok=True)
+    if distributed.is_primary():
+        os.makedirs(out_dir, exist_ok=True)
     results["workdir"] = os.path.abspath(out_dir)
     return results, train.write_outputs(out_dir, results, outputs)

@@ -1,11 +1,9 @@
 """Device mesh and shardings: parameters replicated, batches split along a ``data`` axis.
 
-Multi-host runs: set ``distributed=True`` (``--set distributed=true``) and start the same command on
-every host; :func:`maybe_initialize_distributed` then calls ``jax.distributed.initialize()``, which
-reads the coordinator address, process count and process id from the cluster environment (SLURM,
-Cloud TPU, or ``JAX_COORDINATOR_ADDRESS`` / ``JAX_NUM_PROCESSES`` / ``JAX_PROCESS_ID``). Each host
-feeds only its slice of every global batch (``cac_jax.data.pipeline.batch_indices`` with its process
-index), assembled into one global array by ``jax.make_array_from_process_local_data``.
+The mesh spans the devices of every process of a job (:mod:`cac_jax.distributed`). Each process feeds
+only its slice of every global batch (``cac_jax.data.pipeline.batch_indices`` with its process index),
+assembled into one global array by ``jax.make_array_from_process_local_data``, and places replicated
+values with :func:`replicate`, which never addresses another process's devices.
 """
 
 from __future__ import annotations
@@ -22,11 +20,6 @@ host_malloc.dispatch_on_calling_thread()
 DATA_AXIS = "data"
 
 
-def maybe_initialize_distributed(distributed: bool) -> None:
-    if distributed and not jax.distributed.is_initialized():
-        jax.distributed.initialize()
-
-
 def make_mesh(num_devices: int | None = None) -> Mesh:
     """A 1-D mesh over the first ``num_devices`` devices (all when None).
 
@@ -41,6 +34,20 @@ def make_mesh(num_devices: int | None = None) -> Mesh:
 
 def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P())
+
+
+def replicate(mesh: Mesh, tree):
+    """Host values or this process's arrays as arrays replicated over the whole mesh (every process passes
+    the same values). PRNG keys go as their raw data: ``device_put`` refuses typed keys for a mesh with
+    other processes' devices."""
+    rep = replicated(mesh)
+
+    def put(x):
+        if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+            return jax.random.wrap_key_data(jax.device_put(jax.random.key_data(x), rep), impl=jax.random.key_impl(x))
+        return jax.device_put(x, rep)
+
+    return jax.tree.map(put, tree)
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:

@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from cac_jax import distributed
 from cac_jax.config import Config
 from cac_jax.evaluate import METRIC_KEYS, METRIC_NAMES
 
@@ -79,8 +80,13 @@ def run_sweep(base: Config, trials: Sequence[int] = DEFAULT_TRIALS, workdir: str
         raise ValueError("a sweep needs at least one trial")
     if parallel > 1 and load_data is not None:
         raise ValueError("parallel trials load their own data in their own processes; give load_data or parallel")
+    if parallel > 1 and distributed.in_job():
+        raise ValueError(f"--parallel {parallel} starts processes of its own, which a job of "
+                         f"{distributed.process_count()} processes cannot: in such a job every trial runs on all "
+                         f"processes, one after another (leave out --parallel)")
     workdir = workdir or default_workdir(base.experiment, base.method)
-    os.makedirs(workdir, exist_ok=True)
+    if distributed.is_primary():
+        os.makedirs(workdir, exist_ok=True)
     cfgs = {k: base.replace(trial=k, workdir=trial_workdir(workdir, k)) for k in trials}
     done = {k: _reusable_results(cfg) for k, cfg in cfgs.items()}
     todo = [k for k in trials if done[k] is None]
@@ -106,7 +112,8 @@ def run_sweep(base: Config, trials: Sequence[int] = DEFAULT_TRIALS, workdir: str
     sweep = {"experiment": base.experiment, "dataset": base.dataset, "method": base.method, "trials": list(trials),
              "per_trial": per_trial, "mean": mean, "std": std, "std_ddof": STD_DDOF,
              "config": base.replace(workdir=None).to_dict()}
-    write_sweep(workdir, sweep)
+    if distributed.is_primary():
+        write_sweep(workdir, sweep)
     return sweep
 
 

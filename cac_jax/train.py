@@ -31,7 +31,7 @@ import numpy as np
 import optax
 from tqdm import tqdm
 
-from cac_jax import checkpoints, evaluate, models, objectives, train_state, xla_setup
+from cac_jax import checkpoints, distributed, evaluate, models, objectives, train_state, xla_setup
 from cac_jax import mesh as mesh_lib
 from cac_jax.config import Config, save_config
 from cac_jax.run_log import RunLog
@@ -63,7 +63,14 @@ class Context:
     val_step: object
 
 
+# Config fields that may differ between the processes of one job: local paths and the console (the data
+# they point at must agree: see agree_on_run).
+PER_PROCESS_FIELDS = ("data_dir", "npz_path", "manual_dir", "progress")
+
+
 def load_data(cfg: Config):
+    """The config's data. In a job of several processes, process 0 prepares it first and the others read
+    it after (one machine, or hosts sharing a file system, must not prepare one TFDS dataset twice at once)."""
     from cac_jax import data as data_lib
 
     if not cfg.progress:  # TFDS draws its own bars while it prepares a dataset
@@ -71,8 +78,28 @@ def load_data(cfg: Config):
 
         tfds.disable_progress_bar()
 
-    return data_lib.load_open_set(cfg.dataset, cfg.trial, family=cfg.split_family, data_dir=cfg.data_dir,
-                                  npz_path=cfg.npz_path, manual_dir=cfg.manual_dir, trainval_file=cfg.trainval_file)
+    def load():
+        return data_lib.load_open_set(cfg.dataset, cfg.trial, family=cfg.split_family, data_dir=cfg.data_dir,
+                                      npz_path=cfg.npz_path, manual_dir=cfg.manual_dir,
+                                      trainval_file=cfg.trainval_file)
+
+    if distributed.process_count() == 1:
+        return load()
+    data = load() if distributed.is_primary() else None
+    distributed.barrier("data prepared")
+    return data if data is not None else load()
+
+
+def agree_on_run(cfg: Config, data=None) -> None:
+    """Refuse to run a job whose processes were given different configs (or, with ``data``, different data)."""
+    if distributed.process_count() == 1:
+        return
+    if data is None:
+        distributed.agree("configs", {k: v for k, v in cfg.to_dict().items() if k not in PER_PROCESS_FIELDS})
+    else:
+        from cac_jax.data import loading
+
+        distributed.agree("data", {"data fingerprint": loading.fingerprint(data)})
 
 
 def build_model(cfg: Config, data) -> models.OpenSetClassifier:
@@ -197,7 +224,7 @@ def prepare_stage(ctx: Context, stage: int):
                                 f"run stage 1 first (--set stages=1 or stages=both)")
     best, best_meta = first.restore("best", target, ctx.signature)
     # Fresh optimiser: momentum reset, step 0, lr of stage 2; the epoch counter continues.
-    state = jax.device_put(train_state.from_variables(ctx.model, best.variables(), tx), mesh_lib.replicated(ctx.mesh))
+    state = mesh_lib.replicate(ctx.mesh, train_state.from_variables(ctx.model, best.variables(), tx))
     return state, _position_meta(ctx, 2, best_meta["epochs_done"], 0, None, None, False)
 
 
@@ -210,14 +237,15 @@ def run_stage(ctx: Context, stage: int, state, meta: dict, log: RunLog, max_step
     start_epoch, best, best_epoch = meta["start_epoch"], meta["best_value"], meta["best_epoch"]
     total = cfg.epochs[stage - 1] * spe
     step = int(jax.device_get(state.step))
-    key = jax.device_put(jax.random.fold_in(jax.random.key(cfg.seed), stage), mesh_lib.replicated(ctx.mesh))
-    sums = jax.device_put(_zero_metrics(cfg.method), mesh_lib.replicated(ctx.mesh))
+    key = mesh_lib.replicate(ctx.mesh, jax.random.fold_in(jax.random.key(cfg.seed), stage))
+    sums = mesh_lib.replicate(ctx.mesh, _zero_metrics(cfg.method))
     steps_in_sums, t_last = 0, time.perf_counter()
     from cac_jax.data import pipeline
 
     def flush(epoch):
         nonlocal sums, steps_in_sums, t_last
-        host = {k: float(v) for k, v in jax.device_get(sums).items()}
+        # Process 0's reading decides for every process (a divergence stops all of them at the same step).
+        host = distributed.broadcast("train metrics", {k: float(v) for k, v in jax.device_get(sums).items()})
         now = time.perf_counter()
         rec = {"kind": "train", "stage": stage, "epoch": epoch + 1, "step": step, "global_step": start_epoch * spe + step,
                "loss": host["loss"] / steps_in_sums, "train_accuracy": host["correct"] / max(host["count"], 1.0),
@@ -230,7 +258,7 @@ def run_stage(ctx: Context, stage: int, state, meta: dict, log: RunLog, max_step
                 f"non-finite training loss or gradients (mean loss {rec['loss']}) in stage {stage}, epoch {epoch + 1}, step {step}; "
                 f"stopped. The last good checkpoint is kept in {store.root}/latest (try a lower learning rate)")
         log.write(rec)
-        sums = jax.device_put(_zero_metrics(cfg.method), mesh_lib.replicated(ctx.mesh))
+        sums = mesh_lib.replicate(ctx.mesh, _zero_metrics(cfg.method))
         steps_in_sums, t_last = 0, now
         return rec
 
@@ -241,7 +269,7 @@ def run_stage(ctx: Context, stage: int, state, meta: dict, log: RunLog, max_step
                                        process_index=jax.process_index(), process_count=jax.process_count())
         bar = tqdm(total=spe, initial=offset, unit="step", leave=False, dynamic_ncols=True,
                    desc=f"stage {stage} epoch {epoch + 1}/{start_epoch + cfg.epochs[stage - 1]}",
-                   disable=not cfg.progress or jax.process_index() != 0)
+                   disable=not cfg.progress or not distributed.is_primary())
         for idx in itertools.islice(order, offset, None):
             if max_steps is not None and step >= max_steps:
                 bar.close()
@@ -257,7 +285,7 @@ def run_stage(ctx: Context, stage: int, state, meta: dict, log: RunLog, max_step
             if cfg.checkpoint_every_steps and step % cfg.checkpoint_every_steps == 0 and step % spe:
                 store.save("latest", state, _position_meta(ctx, stage, start_epoch, step, best, best_epoch, False))
         bar.close()
-        val = validate(ctx, state.variables())
+        val = distributed.broadcast("validation", validate(ctx, state.variables()))
         if not all(np.isfinite(v) for v in val.values()):
             raise TrainingDiverged(f"non-finite validation metrics {val} after stage {stage}, epoch {epoch + 1}; "
                                    f"stopped. The last good checkpoint is kept in {store.root}/latest")
@@ -270,7 +298,7 @@ def run_stage(ctx: Context, stage: int, state, meta: dict, log: RunLog, max_step
         log.write({"kind": "epoch", "stage": stage, "epoch": epoch + 1, "step": step,
                    "global_step": start_epoch * spe + step, **val, "best": best, "best_epoch": best_epoch,
                    "saved_best": improved})
-        if jax.process_index() == 0 and cfg.progress:
+        if distributed.is_primary() and cfg.progress:
             tqdm.write(f"stage {stage} epoch {epoch + 1}: {metric}={value:.4f} val_accuracy="
                        f"{val['val_accuracy']:.4f}{' (best)' if improved else ''}")
     if total == 0:  # an empty stage passes its starting point on as its best (stage 2: stage 1's best)
@@ -354,7 +382,7 @@ def check_workdir(cfg: Config) -> None:
 def write_results(workdir: str, results: dict) -> str:
     """Write results.json; an existing one is renamed results.<n>.json, never overwritten."""
     path = os.path.join(workdir, "results.json")
-    if jax.process_index() != 0:
+    if not distributed.is_primary():
         return path
     if os.path.exists(path):
         n = 1
@@ -380,7 +408,7 @@ def evaluate_run(ctx: Context, *, stage: int | None = None, kind: str = "best"):
 def write_outputs(workdir: str, results: dict, outputs) -> str:
     """results.json (see :func:`write_results`), the per-sample test outputs (scores.npz) and the run's plots."""
     path = write_results(workdir, results)
-    if jax.process_index() == 0:
+    if distributed.is_primary():
         evaluate.save_outputs(os.path.join(workdir, evaluate.SCORES_FILE), outputs)
         from cac_jax import plots  # matplotlib only once training is over
 
@@ -393,14 +421,17 @@ def run(cfg: Config, data=None, *, max_steps: int | None = None) -> dict | None:
     plots into the workdir.
 
     Returns the results dict, or None when stopped early by ``max_steps``."""
-    mesh_lib.maybe_initialize_distributed(cfg.distributed)
+    distributed.initialize(distributed.Options(auto=cfg.distributed))
     t0 = time.perf_counter()
     workdir = cfg.resolved_workdir
+    agree_on_run(cfg)
     check_workdir(cfg)
-    os.makedirs(workdir, exist_ok=True)
-    if jax.process_index() == 0:
+    distributed.barrier("work directory checked")  # nobody reads config.json while process 0 writes it
+    if distributed.is_primary():
+        os.makedirs(workdir, exist_ok=True)
         save_config(cfg, os.path.join(workdir, "config.json"))
     data = data if data is not None else load_data(cfg)
+    agree_on_run(cfg, data)
     ctx = make_context(cfg, data)
     t1 = time.perf_counter()
     if not train(ctx, max_steps=max_steps):
