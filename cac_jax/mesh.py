@@ -29,6 +29,9 @@ def make_mesh(num_devices: int | None = None) -> Mesh:
     n = len(available) if num_devices is None else num_devices
     if n > len(available):
         raise ValueError(f"num_devices={n} but only {len(available)} devices are available")
+    if n < len(available) and jax.process_count() > 1:
+        raise ValueError(f"num_devices={n} in a job of {jax.process_count()} processes with {len(available)} devices: "
+                         f"the mesh must span every process's devices (leave num_devices unset)")
     return jax.make_mesh((n,), (DATA_AXIS,), axis_types=(AxisType.Auto,), devices=available[:n])
 
 

@@ -241,6 +241,12 @@ def test_processes_given_different_data_refuse_to_run(tmp_path):
     assert not (workdir / "checkpoints").exists()
 
 
+def test_a_mesh_must_span_every_process(tmp_path):
+    out = _launch(["train", "--no-progress", "--set", "num_devices=2", "--workdir", tmp_path / "w"], check=False)
+    assert out.returncode == 1
+    assert "num_devices=2 in a job of 2 processes with 4 devices: the mesh must span every process's devices" in out.stdout
+
+
 def test_cluster_detection_outside_a_cluster_is_a_clear_error(tmp_path):
     env = {k: v for k, v in _env(1).items() if not k.startswith(("SLURM_", "OMPI_", "JAX_COORDINATOR"))}
     out = subprocess.run([sys.executable, "-m", "cac_jax", "train", "--set", "distributed=true", "--workdir",
