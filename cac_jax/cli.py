@@ -9,6 +9,10 @@ writes ``runs/digits/trial0/results.json``. Any config field can be overridden w
   (``--method all`` or ``--method cac,ce_msp``: one sweep per method, each in ``<root>/<method>``).
 * ``cac-jax report runs/sweeps/digits`` tabulates sweeps next to the paper's numbers.
 * ``cac-jax plots W`` redraws a run's (or a sweep's) plots from its saved test scores.
+* ``train``, ``eval`` and ``sweep`` join a job of several processes (hosts) with ``--coordinator HOST:PORT
+  --num-processes N --process-id I`` or, on a cluster JAX detects, ``--set distributed=true``
+  (:mod:`cac_jax.distributed`); ``cac-jax launch --processes 2 --host-devices 2 -- train`` runs such a job
+  on this machine (:mod:`cac_jax.launch`).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import argparse
 import dataclasses
 import json
 import os
+import signal
 import sys
 
 from cac_jax import config as config_lib
@@ -290,10 +295,22 @@ def join_job(args) -> None:
     distributed.initialize(distributed.Options(coordinator=args.coordinator, num_processes=args.num_processes,
                                                process_id=args.process_id, auto=auto,
                                                heartbeat_timeout=args.heartbeat_timeout))
+    if distributed.in_job():
+        # A scheduler stops a job with SIGTERM (scancel, preemption): end like Ctrl-C, so that the other
+        # processes hear of it at once instead of at the heartbeat timeout.
+        signal.signal(signal.SIGTERM, _terminated)
     if distributed.process_count() > 1 and not distributed.is_primary():
         print(f"process {distributed.process_index()} of {distributed.process_count()}: output on process 0",
               flush=True)
         sys.stdout = open(os.devnull, "w")
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived."""
+
+
+def _terminated(signum, frame):
+    raise Terminated("SIGTERM")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -328,8 +345,8 @@ def _leave_job(error: BaseException, print_error, *, echo: bool) -> None:
     if distributed.in_job():
         text = str(error).strip()
         message = (f"{type(error).__name__}: {text.splitlines()[0][:500]}" if text else type(error).__name__)
-        distributed.leave_failed_job(message, 130 if isinstance(error, KeyboardInterrupt) else 1, print_error,
-                                     echo=echo)
+        code = 130 if isinstance(error, KeyboardInterrupt) else 143 if isinstance(error, Terminated) else 1
+        distributed.leave_failed_job(message, code, print_error, echo=echo)
 
 
 if __name__ == "__main__":

@@ -12,13 +12,14 @@ Everything here runs on the runtime's key-value store and barriers (no XLA progr
   it with every other's; a difference is a :class:`ProcessMismatch` naming the field and the processes.
 * :func:`barrier` and :func:`broadcast` (process 0's decision, e.g. whether a validation improved, taken
   as every process's, so checkpoint selection and stopping are identical by construction).
-* Faults. A process that fails with a Python error posts it (:func:`report_failure`) before it exits;
-  a watchdog thread in every other process waits for that post and ends its process at once with a
-  message naming the failed process (it looks twice a second). A process that is killed outright, or whose host vanishes, is found
-  by the runtime's heartbeats: after ``heartbeat_timeout`` seconds (default 30, JAX's own is 100) JAX
-  aborts the others with "the JAX distributed service detected fatal errors ... another task died".
-  Either way the survivors exit non-zero and leave the checkpoints as the last completed save wrote them
-  (Orbax commits a save by renaming it into place).
+* Faults. A process that fails with a Python error (Ctrl-C and SIGTERM included) posts it
+  (:func:`leave_failed_job`) before it exits; a watchdog thread in every other process looks for that
+  post twice a second and ends its process at once with a message naming the failed process. A process
+  that is killed outright breaks the others' next collective, which ends them; one that hangs, or whose
+  host vanishes, is found by the runtime's heartbeats: after ``heartbeat_timeout`` seconds (default 30,
+  JAX's own is 100) JAX aborts the others with "the JAX distributed service detected fatal errors ...
+  another task died". Either way the survivors exit non-zero and leave the checkpoints as the last
+  completed save wrote them (Orbax commits a save by renaming it into place).
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ class Options:
 
 
 _state = {"tag": 0, "stopping": False, "watchdog": None}
+_leaving = threading.Lock()
 
 
 def initialize(options: Options) -> None:
@@ -102,8 +104,8 @@ def initialize(options: Options) -> None:
         how = (f"coordinator {options.coordinator}, process {options.process_id} of {options.num_processes}"
                if options.coordinator else "cluster auto-detection (distributed=true)")
         raise JobError(f"could not join the distributed job ({how}): {e}. Outside SLURM, Open MPI or Cloud "
-                           f"TPU, start every process with --coordinator HOST:PORT --num-processes N "
-                           f"--process-id I") from None
+                       f"TPU, start every process with --coordinator HOST:PORT --num-processes N --process-id I, "
+                       f"or run one process with --set distributed=false") from None
     # Registered after JAX's own shutdown hook, so it runs first (atexit is LIFO): the watchdog must not take
     # the end of a finished job for a failure.
     atexit.register(_stopping)
@@ -186,7 +188,10 @@ def leave_failed_job(message: str, code: int, print_own_error=None, *, echo: boo
     others (they stop at once instead of at the heartbeat timeout), and the process exits with ``code``.
     With ``echo`` (an unexpected error, such as a collective broken by a peer's exit), a failure that
     another process posted first is the cause: it is named instead, and the code is EXIT_PEER_FAILED."""
-    first = _posted_failure() if echo else None
+    try:
+        first = _posted_failure() if echo else None
+    except Exception:  # noqa: BLE001  (the coordinator is gone: nobody can be told, and nothing read)
+        first = None
     if first is not None and not first.startswith(f"process {process_index()}:"):
         _stop_for_peer(first)
     if print_own_error is not None:
@@ -209,10 +214,9 @@ def _posted_failure() -> str | None:
 
 
 def _stop_for_peer(failure: str) -> None:
-    sys.stderr.write(f"cac-jax: error: {failure}\ncac-jax: stopping process {process_index()} of {process_count()} "
-                     f"as well; the checkpoints keep the last completed save: run the same command on every "
-                     f"process again to resume\n")
-    exit_now(EXIT_PEER_FAILED)
+    exit_now(EXIT_PEER_FAILED, f"cac-jax: error: {failure}\ncac-jax: stopping process {process_index()} of "
+                               f"{process_count()} as well; the checkpoints keep the last completed save: run the "
+                               f"same command on every process again to resume\n")
 
 
 def peer_hint(error: BaseException) -> str:
@@ -224,12 +228,15 @@ def peer_hint(error: BaseException) -> str:
     return ""
 
 
-def exit_now(code: int) -> None:
+def exit_now(code: int, message: str = "") -> None:
     """End a failed process of a multi-process job at once, without JAX's shutdown (whose barrier would wait
-    for peers stuck in a collective). The processes that are leaving wait for each other a few seconds, and
-    process 0 goes last: its exit takes the coordinator down, and a process that loses the coordinator
-    before it has exited is aborted by JAX, its own message unsaid."""
+    for peers stuck in a collective), after writing ``message`` to stderr. The processes that are leaving
+    wait for each other a few seconds, and process 0 goes last: its exit takes the coordinator down, and a
+    process that loses the coordinator before it has exited is aborted by JAX, its own message unsaid."""
+    if not _leaving.acquire(blocking=False):  # the watchdog and the main thread may both get here
+        threading.Event().wait()  # the other one ends the process
     _state["stopping"] = True  # no wait for the watchdog: os._exit ends it wherever it is
+    sys.stderr.write(message)
     sys.stdout.flush()
     sys.stderr.flush()
     try:

@@ -96,3 +96,14 @@ def test_ab_times_each_arm_in_a_process_under_its_own_environment(tmp_path):
     assert out.exists()
     if a["malloc"].startswith("heap"):  # glibc, on the CPU
         assert a["faults_per_step"] < 20_000 < b["faults_per_step"]
+
+
+@pytest.mark.slow
+def test_multihost_overhead_times_both_layouts(tmp_path):
+    from benchmarks import multihost_overhead
+
+    r = multihost_overhead.run("digits", 2, 1, steps=2, workdir=str(tmp_path))
+    assert (r["one"]["processes"], r["one"]["devices"]) == (1, 2)
+    assert (r["job"]["processes"], r["job"]["devices"]) == (2, 2)
+    for layout in ("one", "job"):
+        assert all(r[layout][k] > 0 for k in ("step_ms", "validate_ms", "save_ms"))

@@ -178,23 +178,27 @@ def test_a_killed_process_stops_the_other_and_a_restart_resumes(runs, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_process_that_fails_stops_the_others_at_once_with_its_error(tmp_path):
+@pytest.mark.parametrize("sig,code,error", [(signal.SIGINT, 130, "KeyboardInterrupt"),
+                                            (signal.SIGTERM, 143, "Terminated: SIGTERM")])
+def test_a_process_that_fails_stops_the_others_at_once_with_its_error(tmp_path, sig, code, error):
     workdir = tmp_path / "interrupted"
     procs = _start(["train", "--no-progress", "--workdir", workdir], tmp_path, "interrupted")  # 30 + 10 epochs
     try:
         deadline = time.monotonic() + TIMEOUT
         while not _committed_steps(workdir) and time.monotonic() < deadline:
             time.sleep(0.01)
-        procs[1].send_signal(signal.SIGINT)
+        procs[1].send_signal(sig)
         t0 = time.monotonic()
         codes = [p.wait(timeout=60) for p in procs]
     finally:
         for p in procs:
             p.kill()
+    stopped_after = time.monotonic() - t0
+    print(f"{sig.name} to process 1: both stopped {stopped_after:.1f} s later, codes {codes}")
     log = _log(tmp_path, "interrupted", 0)
-    assert codes == [distributed.EXIT_PEER_FAILED, 130], log
-    assert time.monotonic() - t0 < 20
-    assert "cac-jax: error: process 1: KeyboardInterrupt" in log and "stopping process 0 of 2 as well" in log
+    assert codes == [distributed.EXIT_PEER_FAILED, code], log
+    assert stopped_after < 20
+    assert f"cac-jax: error: process 1: {error}" in log and "stopping process 0 of 2 as well" in log
 
 
 @pytest.mark.slow

@@ -1,0 +1,133 @@
+"""What a job of several processes costs against one process with the same devices: train step,
+validation pass, checkpoint save and the runtime's key-value broadcast, on one experiment's real config.
+
+    python -m benchmarks.multihost_overhead                          # digits: 1 x 4 devices against 2 x 2
+    python -m benchmarks.multihost_overhead --experiment cifar10 --processes 2 --host-devices 1 --steps 10
+
+Both layouts run here, on CPU devices (``cac_jax.launch``: gloo collectives between the processes), so
+the figures price JAX's CPU collectives on this machine, not a network of GPU hosts. Prints a table and,
+last, one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+
+RESULT = "RESULT "
+
+
+def measure(experiment: str, steps: int, workdir: str) -> dict:
+    """Timings of this process (a job of any size), in ms."""
+    import jax
+
+    from cac_jax import checkpoints, config, distributed, train, train_state
+    from cac_jax import mesh as mesh_lib
+    from cac_jax.data import pipeline
+
+    cfg = config.get_experiment(experiment).replace(workdir=workdir, progress=False)
+    data = train.load_data(cfg)
+    ctx = train.make_context(cfg, data)
+    state = train._fresh_state(ctx, train_state.make_optimizer(cfg.learning_rates[0], momentum=cfg.momentum,
+                                                               weight_decay=cfg.weight_decay))
+    key = mesh_lib.replicate(ctx.mesh, jax.random.key(cfg.seed))
+    sums = mesh_lib.replicate(ctx.mesh, train._zero_metrics(cfg.method))
+    idx = next(pipeline.batch_indices(len(data.train.labels), cfg.batch_size, seed=0, epoch=0,
+                                      process_index=jax.process_index(), process_count=jax.process_count()))
+
+    def run_steps(n, state, sums):
+        for _ in range(n):
+            images, labels = mesh_lib.put_batch(ctx.mesh, data.train.images[idx], data.train.labels[idx])
+            state, sums = ctx.train_step(state, sums, images, labels, key)
+        return jax.block_until_ready((state, sums))
+
+    def timed(fn, repeats):
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            out = fn()
+        return out, 1e3 * (time.perf_counter() - t0) / repeats
+
+    state, sums = run_steps(2, state, sums)  # compiled and warm
+    (state, sums), step_ms = timed(lambda: run_steps(steps, state, sums), 1)
+    train.validate(ctx, state.variables())
+    _, validate_ms = timed(lambda: train.validate(ctx, state.variables()), 3)
+    store = checkpoints.StageCheckpoints(workdir, 1)
+    store.save("latest", state, {"benchmark": True})
+    _, save_ms = timed(lambda: store.save("latest", state, {"benchmark": True}), 3)
+    store.close()
+    _, broadcast_ms = timed(lambda: distributed.broadcast("benchmark", {"value": 1.0}), 20)
+    return {"processes": jax.process_count(), "devices": jax.device_count(), "step_ms": step_ms / steps,
+            "validate_ms": validate_ms, "save_ms": save_ms, "broadcast_ms": broadcast_ms}
+
+
+def _worker(argv) -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--experiment")
+    p.add_argument("--steps", type=int)
+    p.add_argument("--workdir")
+    p.add_argument("--coordinator")
+    p.add_argument("--num-processes", type=int)
+    p.add_argument("--process-id", type=int)
+    a = p.parse_args(argv)
+    from cac_jax import distributed
+
+    distributed.initialize(distributed.Options(a.coordinator, a.num_processes, a.process_id))
+    result = measure(a.experiment, a.steps, a.workdir)
+    if distributed.is_primary():
+        print(RESULT + json.dumps(result), flush=True)
+
+
+def _parse_result(text: str) -> dict:
+    for line in text.splitlines():
+        if RESULT in line:
+            return json.loads(line.split(RESULT, 1)[1])
+    raise RuntimeError(f"the benchmark's process printed no result; its output ended with:\n{text[-3000:]}")
+
+
+def run(experiment: str, processes: int, host_devices: int, steps: int, workdir: str) -> dict:
+    """{"one": timings of 1 process x processes*host_devices devices, "job": of processes x host_devices}."""
+    from cac_jax import launch
+
+    base = [sys.executable, "-m", "benchmarks.multihost_overhead", "--worker", "--experiment", experiment,
+            "--steps", str(steps)]
+    one = subprocess.run([*base, "--workdir", os.path.join(workdir, "one")], capture_output=True, text=True,
+                         env=launch.process_environment(processes * host_devices))
+    port = launch.free_port()
+    cmds = [[*base, "--workdir", os.path.join(workdir, "job"), "--coordinator", f"127.0.0.1:{port}",
+             "--num-processes", str(processes), "--process-id", str(i)] for i in range(processes)]
+    out = io.BytesIO()
+    code = launch.supervise(cmds, launch.process_environment(host_devices), out=out)
+    if code:
+        raise RuntimeError(f"the job failed (code {code}):\n{out.getvalue().decode(errors='replace')[-3000:]}")
+    return {"one": _parse_result(one.stdout + one.stderr), "job": _parse_result(out.getvalue().decode())}
+
+
+def main(argv=None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--worker"]:
+        _worker(argv[1:])
+        return
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--experiment", default="digits")
+    p.add_argument("--processes", type=int, default=2)
+    p.add_argument("--host-devices", type=int, default=2)
+    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--workdir", default=os.path.join("benchmarks", "results", "multihost_overhead"))
+    a = p.parse_args(argv)
+    r = run(a.experiment, a.processes, a.host_devices, a.steps, a.workdir)
+    one, job = r["one"], r["job"]
+    print(f"{a.experiment}: 1 process x {one['devices']} devices against {job['processes']} processes x "
+          f"{a.host_devices} devices (ms)")
+    for k in ("step_ms", "validate_ms", "save_ms", "broadcast_ms"):
+        ratio = f"{job[k] / one[k]:8.2f}" if one[k] > 0.01 else "        "
+        print(f"  {k[:-3]:<10} {one[k]:9.2f} {job[k]:9.2f} {ratio}")
+    print(json.dumps({"experiment": a.experiment, **r}))
+
+
+if __name__ == "__main__":
+    main()
