@@ -120,5 +120,24 @@ def train_step(model, optimizer, images, labels, lbda: float = 0.1):
     return loss
 
 
+def from_released(state: dict) -> OpenSetClassifier:
+    """This network, in eval mode, holding a state dict of the original's ``openSetClassifier`` or
+    ``closedSetClassifier`` (the released ``.pth`` files' ``net``): their ``nn.Sequential`` names are this
+    network's; their ``encoder.conv{k}``/``bn{k}`` aliases and unused ``covars`` are not loaded, ``means``
+    (a CAC file's anchors) become the anchors buffer (a closed-set file keeps alpha·I, which it never uses)."""
+    weight, first = state["classify.weight"], state["encoder.encoder1.0.weight"]
+    model = OpenSetClassifier(num_classes=weight.shape[0], image_size=8 * int(round((weight.shape[1] / 128) ** 0.5)),
+                              channels=first.shape[1])
+    own = model.state_dict()
+    loaded = {k: v for k, v in state.items() if k in own}
+    if "means" in state:
+        loaded["anchors"] = state["means"].double()
+    missing = [k for k in own if k not in loaded and k != "anchors"]
+    if missing:
+        raise ValueError(f"the state dict lacks {missing[:3]}: not the original's network")
+    model.load_state_dict({**own, **loaded})
+    return model.eval()
+
+
 def count_trainable(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)

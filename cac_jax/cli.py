@@ -1,4 +1,5 @@
-"""Command line (also ``python -m cac_jax``): ``train``, ``eval``, ``sweep``, ``report``, ``plots``.
+"""Command line (also ``python -m cac_jax``): ``train``, ``eval``, ``sweep``, ``report``, ``plots``,
+``import-torch``, ``launch``.
 
 ``cac-jax train`` with no arguments trains CAC on the built-in digits data (trial 0), evaluates it and
 writes ``runs/digits/trial0/results.json``. Any config field can be overridden with ``--set key=value``
@@ -9,6 +10,8 @@ writes ``runs/digits/trial0/results.json``. Any config field can be overridden w
   (``--method all`` or ``--method cac,ce_msp``: one sweep per method, each in ``<root>/<method>``).
 * ``cac-jax report runs/sweeps/digits`` tabulates sweeps next to the paper's numbers.
 * ``cac-jax plots W`` redraws a run's (or a sweep's) plots from its saved test scores.
+* ``cac-jax import-torch FILE.pth --experiment mnist --trial 0 --workdir W`` turns one of the authors'
+  released PyTorch networks into a run that ``cac-jax eval --workdir W`` evaluates (:mod:`cac_jax.torch_import`).
 * ``train``, ``eval`` and ``sweep`` join a job of several processes (hosts) with ``--coordinator HOST:PORT
   --num-processes N --process-id I`` or, on a cluster JAX detects, ``--set distributed=true``
   (:mod:`cac_jax.distributed`); ``cac-jax launch --processes 2 --host-devices 2 -- train`` runs such a job
@@ -117,6 +120,21 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Redraw roc.png, score_hist.png, logit_pca.png, training_curves.png of a run "
                                     "(from scores.npz and metrics.jsonl), or roc.png of a sweep.")
     pl.add_argument("workdir")
+
+    it = sub.add_parser("import-torch", help="turn one of the authors' released PyTorch networks into a run",
+                        description="Convert a network released with the original (cac-openset: "
+                                    "<DATASET>_<trial>_CACclassifierAnchorLoss.pth or _closedSetClassifier.pth) into "
+                                    "a cac-jax work directory (config.json and an Orbax checkpoint) that "
+                                    "`cac-jax eval --workdir W` evaluates. The method comes from the file (CAC or "
+                                    "cross-entropy), the split family is the one these networks were trained on "
+                                    "(cac_random2020) unless --set split_family=... says otherwise. Needs torch "
+                                    "(pip install 'cac-jax[torch]').")
+    it.add_argument("checkpoint", metavar="CHECKPOINT.pth")
+    it.add_argument("--experiment", required=True, choices=config_lib.EXPERIMENTS,
+                    help="the benchmark the network was trained on")
+    it.add_argument("--trial", type=int, default=0, help="the trial (split) the network was trained on (default 0)")
+    it.add_argument("--workdir", help="the new work directory (default runs/imported/<file name>)")
+    _add_common(it)
 
     la = sub.add_parser("launch", help="try a multi-host job on this machine: N processes sharing its CPU",
                         description="Start a cac-jax command as a job of several processes on this machine, "
@@ -275,6 +293,25 @@ def cmd_plots(args) -> int:
     return 0
 
 
+def cmd_import_torch(args) -> int:
+    from cac_jax import torch_import
+
+    items = [f"split_family={torch_import.RELEASED_FAMILY}", f"trial={args.trial}", *_common_overrides(args)]
+    cfg = config_lib.apply_overrides(config_lib.get_experiment(args.experiment), items)
+    stem = os.path.splitext(os.path.basename(args.checkpoint))[0]
+    cfg = cfg.replace(workdir=args.workdir or os.path.join("runs", "imported", stem))
+    try:
+        info, workdir = torch_import.import_checkpoint(args.checkpoint, cfg)
+    except torch_import.TorchMissing as e:
+        print(f"cac-jax import-torch: error: {e}", file=sys.stderr)
+        return 1
+    acc = f", validation accuracy {info['acc']:.2f}% in the original" if "acc" in info else ""
+    print(f"imported {args.checkpoint}: method {info['method']}, {info['num_classes']} classes, "
+          f"{info['image_size']}x{info['image_size']}x{info['channels']}, split family {info['split_family']}{acc}")
+    print(f"wrote {workdir}; evaluate it with: cac-jax eval --workdir {workdir}")
+    return 0
+
+
 def cmd_launch(args) -> int:
     from cac_jax import launch
 
@@ -283,7 +320,7 @@ def cmd_launch(args) -> int:
 
 
 COMMANDS = {"train": cmd_train, "eval": cmd_eval, "sweep": cmd_sweep, "report": cmd_report, "plots": cmd_plots,
-            "launch": cmd_launch}
+            "import-torch": cmd_import_torch, "launch": cmd_launch}
 
 
 def join_job(args) -> None:
