@@ -132,7 +132,7 @@ def run(dataset: str, trials, kinds, npz: str, trainval: str | None, out: str, w
                                                    "aupr_out")},
                    "pytorch": theirs, "images_apart": int(round(abs(ours["accuracy"] - theirs["accuracy"]) * n)),
                    "auroc_diff": ours["auroc"] - theirs["auroc"], "seconds": {"cac_jax": t1 - t0, "pytorch": t2 - t1}}
-            rows.append(row)
+            rows = [r for r in rows if (r["trial"], r["kind"]) != (trial, kind)] + [row]
             print(f"{dataset} trial {trial} {kind:>3}: accuracy {ours['accuracy']:.4f} / {theirs['accuracy']:.4f} "
                   f"({row['images_apart']} images apart), AUROC {ours['auroc']:.5f} / {theirs['auroc']:.5f} "
                   f"(diff {row['auroc_diff']:+.1e}); {t1 - t0:.0f} s / {t2 - t1:.0f} s", flush=True)
@@ -141,19 +141,52 @@ def run(dataset: str, trials, kinds, npz: str, trainval: str | None, out: str, w
     return rows
 
 
+METRICS = (("accuracy", "accuracy"), ("auroc", "AUROC"), ("oscr", "OSCR"), ("open_auc", "OpenAUC"),
+           ("fpr95", "FPR95"), ("aupr_in", "AUPR-in"), ("aupr_out", "AUPR-out"))
+
+
+def summary(rows: list[dict]) -> str:
+    """Markdown: cac-jax's metrics per kind (mean ± sample std over the trials, in %), and how far the
+    PyTorch harness is from them (largest differences over the trials)."""
+    lines = ["| network | trials | " + " | ".join(name for _, name in METRICS) + " | images apart (max) | "
+             "AUROC diff (max abs) |", "|" + " --- |" * (len(METRICS) + 4)]
+    for kind in KINDS:
+        mine = [r for r in rows if r["kind"] == kind]
+        if not mine:
+            continue
+        cells = []
+        for key, _ in METRICS:
+            v = 100 * np.array([r["cac_jax"][key] for r in mine])
+            cells.append(f"{v.mean():.2f} ± {v.std(ddof=1):.2f}" if len(v) > 1 else f"{v[0]:.2f}")
+        apart = max(r["images_apart"] for r in mine)
+        diff = max(abs(r["auroc_diff"]) for r in mine)
+        lines.append(f"| {mine[0]['dataset']} {kind} | {','.join(str(r['trial']) for r in mine)} | "
+                     + " | ".join(cells) + f" | {apart} | {diff:.1e} |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset", choices=sorted(EXPERIMENT), required=True)
-    p.add_argument("--npz", required=True, help="the dataset in Keras layout (cac-jax's --npz)")
+    p.add_argument("--npz", help="the dataset in Keras layout (cac-jax's --npz)")
     p.add_argument("--trainval", help="the train/val partition (the original's trainval_idxs.json layout)")
     p.add_argument("--trials", default="0,1,2,3,4")
     p.add_argument("--kinds", default="cac,ce")
     p.add_argument("--weights", default=os.path.join("..", "shared", "reference", "weights"))
     p.add_argument("--out", default=os.path.join("benchmarks", "results", "released_parity"))
+    p.add_argument("--report", action="store_true", help="only print the summary of the networks evaluated before")
     a = p.parse_args(argv)
-    os.makedirs(os.path.join(a.out, a.dataset), exist_ok=True)
-    run(a.dataset, [int(t) for t in a.trials.split(",")], a.kinds.split(","), a.npz, a.trainval,
-        os.path.join(a.out, a.dataset), a.weights)
+    if not a.report and not a.npz:
+        p.error("--npz is required (the dataset to evaluate on)")
+    out = os.path.join(a.out, a.dataset)
+    if a.report:
+        with open(os.path.join(out, "parity.json")) as f:
+            rows = json.load(f)
+    else:
+        os.makedirs(out, exist_ok=True)
+        rows = run(a.dataset, [int(t) for t in a.trials.split(",")], a.kinds.split(","), a.npz, a.trainval, out,
+                   a.weights)
+    print(summary(sorted(rows, key=lambda r: (r["kind"], r["trial"]))))
 
 
 if __name__ == "__main__":

@@ -49,12 +49,12 @@ def _torch():
         import torch
     except ImportError:
         raise TorchMissing("reading a PyTorch checkpoint needs torch: pip install 'cac-jax[torch]' "
-                          "(or pip install -e '.[torch]' in a checkout)") from None
+                           "(or pip install -e '.[torch]' in a checkout)") from None
     return torch
 
 
 def read_state_dict(path: str) -> tuple[dict[str, np.ndarray], dict]:
-    """(state dict as float arrays, {"acc", "epoch"} where the file has them)."""
+    """(state dict as numpy arrays, {"acc", "epoch"} where the file has them)."""
     torch = _torch()
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no checkpoint file at {path}")

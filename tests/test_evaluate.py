@@ -9,6 +9,9 @@ import os
 import jax
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 from _synthetic import synthetic_data, tiny_config
 
 from cac_jax import cli, evaluate, method_scores, mesh as mesh_lib, models, scores, train
@@ -105,10 +108,31 @@ def test_msp_and_max_logit_on_hand_made_logits():
     # softmax rows: (3/4, 1/4), (1/2, 1/2), (1/10, 9/10)
     pred, score = method_scores.predict_and_score("ce_msp", logits)
     np.testing.assert_array_equal(pred, [0, 0, 1])
-    np.testing.assert_allclose(score, [-0.75, -0.5, -0.9], rtol=1e-6)
+    np.testing.assert_allclose(score, [0.25, 0.5, 0.1], rtol=1e-6)  # 1 - max softmax
     pred, score = method_scores.predict_and_score("ce_max_logit", logits)
     np.testing.assert_array_equal(pred, [0, 0, 1])
     np.testing.assert_allclose(score, [-LN3, 0.0, -2 * LN3], rtol=1e-6)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(2, 12).flatmap(lambda n: hnp.arrays(np.float32, (4, n), elements=st.floats(-60, 60, width=32))))
+def test_msp_score_against_a_float64_reference(logits):
+    def others(row):  # the probability of every class but the top one, summed in float64: 1 - max softmax
+        p = np.exp(row.astype(np.float64) - row.max())
+        p /= math.fsum(p)
+        return math.fsum(np.delete(p, int(np.argmax(row))))
+
+    want = np.array([others(row) for row in logits])
+    _, got = method_scores.predict_and_score("ce_msp", logits)
+    np.testing.assert_allclose(np.asarray(got, np.float64), want, rtol=1e-5, atol=1e-30)
+
+
+def test_msp_score_keeps_confident_samples_apart():
+    # max softmax rounds to 1.0 in float32 for all three; their ranking must survive
+    logits = np.array([[20.0, 0.0], [25.0, 0.0], [30.0, 1.0]], np.float32)
+    _, score = method_scores.predict_and_score("ce_msp", logits)
+    assert np.all(np.diff(np.asarray(score)) < 0) and np.all(np.asarray(score) > 0)
+    np.testing.assert_allclose(score, [np.exp(-20.0), np.exp(-25.0), np.exp(-29.0)], rtol=1e-5)
 
 
 def test_distance_methods_on_hand_made_logits():
