@@ -6,7 +6,7 @@ twice, each process with 2 CPU devices of its own (``--xla_force_host_platform_d
 collectives between them: the same code path as a job over two hosts. Every output line is prefixed with
 ``[p<i>]``; Ctrl-C is passed on to every process once (they run in sessions of their own, so the terminal's
 signal does not reach them twice); as soon as one process fails the others are stopped and the launcher
-exits with the failed process's code.
+exits with the code of the process that failed first (not that of one that only stopped because of it).
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+
+from cac_jax.distributed import EXIT_PEER_FAILED  # "stopped because another process failed"
 
 STOP_GRACE_SECONDS = 10.0
 
@@ -114,6 +116,14 @@ def _wait(procs, interrupted: list, out) -> int:
             i, c = failed[0]
             how = f"was killed by signal {-c}" if c < 0 else f"exited with code {c}"
             _say(out, f"process {i} {how}" + ("; stopping the others" if None in codes else ""))
+            # The others hear of it and end by themselves within seconds; the job's code is the cause's, not
+            # that of a process that only stopped because a peer had failed.
+            deadline = time.monotonic() + STOP_GRACE_SECONDS
+            while time.monotonic() < deadline and any(p.poll() is None for p in procs):
+                time.sleep(0.1)
+            codes = [p.poll() for p in procs]
+            causes = [x for x in codes if x not in (None, 0, EXIT_PEER_FAILED)]
+            c = causes[0] if causes else c
             return 128 - c if c < 0 else c
         if all(c == 0 for c in codes):
             return 0

@@ -214,7 +214,7 @@ def test_sweep_across_processes_and_its_resumption(tmp_path):
     assert "training in" not in again.stdout and again.stdout.count("finished before, reusing") == 2
     assert json.load(open(tmp_path / "sweep" / "results.json"))["mean"] == summary["mean"]
     refused = _launch(sweep + ["--parallel", "2"], check=False)
-    assert refused.returncode == 1 and "leave out --parallel" in refused.stdout
+    assert refused.returncode == 1 and "leave out --parallel" in refused.stdout  # the cause's code, not 3
 
 
 def test_processes_started_with_different_configs_refuse_to_run(tmp_path):
@@ -222,7 +222,8 @@ def test_processes_started_with_different_configs_refuse_to_run(tmp_path):
     procs = _start(["train", "--no-progress", "--workdir", workdir], tmp_path, "mixed",
                    extra={1: ["--set", "lbda=0.5"]})
     codes = [p.wait(timeout=TIMEOUT) for p in procs]
-    assert codes == [1, 1]
+    # Each finds the mismatch itself (1), unless the other's report reaches it first (3)
+    assert set(codes) <= {1, distributed.EXIT_PEER_FAILED} and 1 in codes
     for i in (0, 1):
         assert ("different configs (lbda: process 0 has 0.1, process 1 has 0.5)" in _log(tmp_path, "mixed", i))
     assert not workdir.exists()
@@ -238,7 +239,8 @@ def test_processes_given_different_data_refuse_to_run(tmp_path):
     workdir = tmp_path / "w"
     procs = _start(["train", "--experiment", "mnist", "--no-progress", "--workdir", workdir], tmp_path, "data",
                    extra={0: ["--npz", tmp_path / "a.npz"], 1: ["--npz", tmp_path / "b.npz"]})
-    assert [p.wait(timeout=TIMEOUT) for p in procs] == [1, 1]
+    codes = [p.wait(timeout=TIMEOUT) for p in procs]
+    assert set(codes) <= {1, distributed.EXIT_PEER_FAILED} and 1 in codes
     for i in (0, 1):
         assert re.search(r"different data \(data fingerprint: process 0 has '\w+', process 1 has '\w+'\)",
                          _log(tmp_path, "data", i)), _log(tmp_path, "data", i)
@@ -265,7 +267,7 @@ def test_launcher_stops_every_process_as_soon_as_one_fails():
     out = io.BytesIO()
     t0 = time.monotonic()
     assert launch.supervise([sleeper, failing], dict(os.environ), out=out) == 3
-    assert time.monotonic() - t0 < 15
+    assert time.monotonic() - t0 < 25  # the grace period for the others to end by themselves, then Ctrl-C
     text = out.getvalue().decode()
     assert "[p0] waiting\n" in text and "[p1] bye\r[p1] bye again\n" in text
     assert "[launch] process 1 exited with code 3; stopping the others" in text
