@@ -4,6 +4,8 @@
 # the one GPU) and CIFAR-10 trial 0 (150 + 50 epochs).
 #
 #   bash benchmarks/gpu_reproduce.sh bench OUT           # vs_pytorch, float32 and bfloat16 -> OUT/vs_pytorch_gpu_*
+#   bash benchmarks/gpu_reproduce.sh loop OUT            # loop_vs_step on CIFAR-10 sizes -> OUT/loop_vs_step_gpu.*
+#   bash benchmarks/gpu_reproduce.sh cifar10-sweep DATA  # the paper's CIFAR-10 protocol, trials 0-4 at once
 #   bash benchmarks/gpu_reproduce.sh mnist DATA          # start the MNIST sweep, detached from this shell
 #   bash benchmarks/gpu_reproduce.sh cifar10 DATA [DTYPE]  # start CIFAR-10 trial 0 (DTYPE float32 or bfloat16)
 #   bash benchmarks/gpu_reproduce.sh wait SECONDS        # show progress until the runs end or SECONDS pass
@@ -24,6 +26,22 @@ bench)
   timeout 240 python3 -m benchmarks.vs_pytorch --out "$2/vs_pytorch_gpu_f32.json" 2>&1 | tee "$2/vs_pytorch_gpu_f32.txt"
   timeout 180 python3 -m benchmarks.vs_pytorch --quick --dtype bfloat16 --skip loss \
     --out "$2/vs_pytorch_gpu_bf16.json" 2>&1 | tee "$2/vs_pytorch_gpu_bf16.txt"
+  ;;
+loop)
+  mkdir -p "$2"
+  timeout 300 python3 -m benchmarks.loop_vs_step --json "$2/loop_vs_step_gpu.json" 2>&1 | tee "$2/loop_vs_step_gpu.txt"
+  ;;
+cifar10-sweep)
+  data=$(realpath "$2")
+  mkdir -p "$RUNS"
+  share_gpu
+  setsid nohup bash -c "set -e
+    [ -f /tmp/cifar10_jpeg_q75.npz ] || python3 '$data/expand_cifar10.py' '$data/cifar10_jpeg.npz' /tmp/cifar10_jpeg_q75.npz
+    start=\$(date +%s)
+    python3 -m cac_jax sweep --experiment cifar10 --method cac --parallel 5 --no-progress \
+      --npz /tmp/cifar10_jpeg_q75.npz --workdir $RUNS/cifar10_sweep/cac
+    echo \"sweep wall time: \$((\$(date +%s) - start)) s\"" >>"$RUNS/cifar10_sweep.log" 2>&1 </dev/null &
+  echo "started; logs in $RUNS/cifar10_sweep.log and $RUNS/cifar10_sweep/cac/trial*/train.log"
   ;;
 mnist)
   mkdir -p "$RUNS"

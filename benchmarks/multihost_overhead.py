@@ -26,24 +26,17 @@ def measure(experiment: str, steps: int, workdir: str) -> dict:
     """Timings of this process (a job of any size), in ms."""
     import jax
 
-    from cac_jax import checkpoints, config, distributed, train, train_state
-    from cac_jax import mesh as mesh_lib
-    from cac_jax.data import pipeline
+    from cac_jax import checkpoints, config, distributed, train
 
     cfg = config.get_experiment(experiment).replace(workdir=workdir, progress=False)
     data = train.load_data(cfg)
     ctx = train.make_context(cfg, data)
-    state = train._fresh_state(ctx, train_state.make_optimizer(cfg.learning_rates[0], momentum=cfg.momentum,
-                                                               weight_decay=cfg.weight_decay))
-    key = mesh_lib.replicate(ctx.mesh, jax.random.key(cfg.seed))
-    sums = mesh_lib.replicate(ctx.mesh, train._zero_metrics(cfg.method))
-    idx = next(pipeline.batch_indices(len(data.train.labels), cfg.batch_size, seed=0, epoch=0,
-                                      process_index=jax.process_index(), process_count=jax.process_count()))
+    state, sums = train.initial_state(ctx), train.zero_metrics(ctx)
+    args = train.step_arguments(ctx)
 
     def run_steps(n, state, sums):
         for _ in range(n):
-            images, labels = mesh_lib.put_batch(ctx.mesh, data.train.images[idx], data.train.labels[idx])
-            state, sums = ctx.train_step(state, sums, images, labels, key)
+            state, sums = ctx.train_step(state, sums, *args)
         return jax.block_until_ready((state, sums))
 
     def timed(fn, repeats):
@@ -57,8 +50,14 @@ def measure(experiment: str, steps: int, workdir: str) -> dict:
     train.validate(ctx, state.variables())
     _, validate_ms = timed(lambda: train.validate(ctx, state.variables()), 3)
     store = checkpoints.StageCheckpoints(workdir, 1)
-    store.save("latest", state, {"benchmark": True})
-    _, save_ms = timed(lambda: store.save("latest", state, {"benchmark": True}), 3)
+
+    def save():
+        step = int(jax.device_get(state.step))
+        store.save("latest", step, state, {"benchmark": True})
+        store.wait()  # the whole save, its background writing included
+
+    save()
+    _, save_ms = timed(save, 3)
     store.close()
     _, broadcast_ms = timed(lambda: distributed.broadcast("benchmark", {"value": 1.0}), 20)
     return {"processes": jax.process_count(), "devices": jax.device_count(), "step_ms": step_ms / steps,

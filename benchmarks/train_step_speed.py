@@ -23,8 +23,7 @@ def measure(experiment: str, steps: int, warmup: int, num_classes: int) -> dict:
     import jax
     import numpy as np
 
-    from cac_jax import config, train, train_state
-    from cac_jax import mesh as mesh_lib
+    from cac_jax import config, train
     from cac_jax.data import ArraySet, OpenSetData, get_spec
 
     cfg = config.get_experiment(experiment).replace(progress=False)
@@ -39,20 +38,16 @@ def measure(experiment: str, steps: int, warmup: int, num_classes: int) -> dict:
                        rotate=spec.rotate, scale_min=spec.scale_min, known=tuple(range(num_classes)), unknown=(),
                        dataset=cfg.dataset, trial=0, family="neal2018")
     ctx = train.make_context(cfg, data)
-    tx = train_state.make_optimizer(0.01, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    state = train._fresh_state(ctx, tx)
-    sums = train._zero_metrics(cfg.method)
-    key = jax.random.key(0)
-    batch = mesh_lib.put_batch(ctx.mesh, images, labels)
+    state, sums = train.initial_state(ctx), train.zero_metrics(ctx)
+    args = train.step_arguments(ctx)
     t0 = time.perf_counter()
     for _ in range(warmup):
-        state, sums = ctx.train_step(state, sums, *batch, key)
+        state, sums = ctx.train_step(state, sums, *args)
     jax.block_until_ready(sums)
     compile_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     for _ in range(steps):
-        batch = mesh_lib.put_batch(ctx.mesh, images, labels)  # host -> device transfer counted, as in training
-        state, sums = ctx.train_step(state, sums, *batch, key)
+        state, sums = ctx.train_step(state, sums, *args)
     jax.block_until_ready(sums)
     dt = time.perf_counter() - t0
     return {"experiment": experiment, "devices": jax.device_count(), "batch_size": b, "image_size": size,

@@ -162,24 +162,26 @@ def jax_setup(args):
     eval_images = rng.integers(0, 256, (EVAL_BATCH, IMAGE_SIZE, IMAGE_SIZE, CHANNELS), dtype=np.uint8)
 
     def fresh_state(mesh):
-        tx = train_state.make_optimizer(cfg.learning_rates[0], momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-        return train_state.create(model, jax.random.key(cfg.seed), image_size=IMAGE_SIZE, channels=CHANNELS, tx=tx,
+        tx = train_state.make_optimizer(momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        return train_state.create(model, cfg.seed, image_size=IMAGE_SIZE, channels=CHANNELS, tx=tx,
                                   sharding=mesh_lib.replicated(mesh))
 
     def step_contender(mesh):
-        """The project's own training step on ``mesh`` (uint8 input, augmentation inside the step)."""
+        """The project's own training step on ``mesh`` (the uint8 images on the device, as in training; the
+        batch gathered and augmented inside the step)."""
         step = train.make_train_step(model, cfg, data, mesh)
+        rep = mesh_lib.replicated(mesh)
         state = fresh_state(mesh)
-        sums = jax.device_put(train._zero_metrics(cfg.method), mesh_lib.replicated(mesh))
-        key = jax.device_put(jax.random.fold_in(jax.random.key(cfg.seed), 1), mesh_lib.replicated(mesh))
-        batches = [mesh_lib.put_batch(mesh, images[i], labels[i]) for i in range(NUM_BATCHES)]
-        box = {"state": state, "sums": sums, "i": 0}
+        sums = jax.device_put({k: np.zeros((), np.float32) for k in ("loss", "correct", "count", "nonfinite",
+                                                                      "anchor", "tuplet")}, rep)
+        arrays = jax.device_put({"images": images.reshape(-1, *images.shape[2:]), "labels": labels.reshape(-1)}, rep)
+        (order,) = mesh_lib.put_batches(mesh, np.arange(NUM_BATCHES * BATCH, dtype=np.int32).reshape(NUM_BATCHES, BATCH))
+        rng, lr = jax.device_put((np.asarray([cfg.seed, 1], np.int32), np.float32(cfg.learning_rates[0])), rep)
+        box = {"state": state, "sums": sums}
 
         def run(n):
             for _ in range(n):
-                b = batches[box["i"] % NUM_BATCHES]
-                box["state"], box["sums"] = step(box["state"], box["sums"], *b, key)
-                box["i"] += 1
+                box["state"], box["sums"] = step(box["state"], box["sums"], arrays, order, rng, lr)
             jax.block_until_ready((box["state"], box["sums"]))
 
         t = time.perf_counter()
@@ -198,15 +200,15 @@ def jax_setup(args):
         return timed
 
     def eval_contender(mesh):
-        fn = evaluate._logits_fn(model, mesh, IMAGE_SIZE, CIFAR10["mean"], CIFAR10["std"], False, model.dtype)
+        fn = evaluate._forward_fn(model, mesh, IMAGE_SIZE, CIFAR10["mean"], CIFAR10["std"], False, model.dtype, None)
         variables = fresh_state(mesh).variables()
         bs = evaluate.eval_batch_size(EVAL_BATCH, mesh)
         (batch,) = mesh_lib.put_batch(mesh, eval_images[:bs])
-        jax.block_until_ready(fn(variables, batch))
+        jax.block_until_ready(fn(variables, batch, None))
 
         def timed():
             t0 = time.perf_counter()
-            outs = [fn(variables, batch) for _ in range(args.eval_batches)]
+            outs = [fn(variables, batch, None) for _ in range(args.eval_batches)]
             jax.block_until_ready(outs)
             return (time.perf_counter() - t0) / (args.eval_batches * bs)
 

@@ -225,9 +225,11 @@ def train_and_report(cfg: config_lib.Config) -> dict:
 
     print(f"training {cfg.experiment} trial {cfg.trial} ({cfg.method}, {cfg.model}) in {cfg.resolved_workdir}",
           flush=True)
+    from cac_jax import timing
+
     results = train.run(cfg)
     print(f"  accuracy {results['accuracy']:.4f}  AUROC {results['auroc']:.4f}  "
-          f"({results['total_seconds']:.1f} s)", flush=True)
+          f"({timing.summary(results['timings'])})", flush=True)
     return results
 
 
@@ -242,8 +244,11 @@ def cmd_eval(args) -> int:
 
     results, path = eval_run.evaluate_run_dir(args.workdir, checkpoint=args.checkpoint, config_path=args.config,
                                               overrides=_common_overrides(args))
+    from cac_jax import timing
+
     print(format_table([results]))
-    print(f"wrote {path} (and scores.npz, plots) in {os.path.dirname(os.path.abspath(path))}")
+    print(f"wrote {path} (and scores.npz, plots) in {os.path.dirname(os.path.abspath(path))}; "
+          f"{timing.summary(results['timings'])}")
     return 0
 
 
@@ -321,6 +326,8 @@ def cmd_launch(args) -> int:
 
 COMMANDS = {"train": cmd_train, "eval": cmd_eval, "sweep": cmd_sweep, "report": cmd_report, "plots": cmd_plots,
             "import-torch": cmd_import_torch, "launch": cmd_launch}
+# The commands that compile: they get the persistent compilation cache (xla_setup.enable_compilation_cache).
+COMPUTING_COMMANDS = ("train", "eval", "sweep", "import-torch")
 
 
 def join_job(args) -> None:
@@ -355,6 +362,10 @@ def main(argv: list[str] | None = None) -> int:
     from cac_jax import train
 
     try:
+        if args.command in COMPUTING_COMMANDS:
+            from cac_jax import xla_setup
+
+            xla_setup.enable_compilation_cache()
         join_job(args)
         return COMMANDS[args.command](args)
     except (ValueError, FileNotFoundError, train.WorkdirError, train.TrainingDiverged, distributed.JobError) as e:

@@ -49,13 +49,15 @@ class Config:
     workdir: str | None = None  # None -> runs/<experiment>/trial<trial>
     stages: str = "both"  # "both", or "1"/"2" to run one stage alone
     log_every_steps: int = 50
-    checkpoint_every_steps: int = 0  # 0: save "latest" at epoch ends only
+    checkpoint_every_epochs: int = 5  # "latest" every this many epochs of a stage and at its end
+    checkpoint_every_steps: int = 0  # also within epochs, every this many steps (0: never)
     eval_batch_size: int = 512
     anchor_flip: bool | None = None  # add h-flipped copies when computing class means; None: dataset default
     num_devices: int | None = None  # None: all devices
     distributed: bool = False  # call jax.distributed.initialize() (multi-host)
     dtype: str = "float32"  # compute dtype of the network ("bfloat16" keeps float32 params and BN stats)
     progress: bool = True  # tqdm progress bars
+    tensorboard: bool = False  # also write TensorBoard event files (needs tensorboardX or torch)
 
     def __post_init__(self):
         _check_choice("method", self.method, METHODS)
@@ -68,7 +70,7 @@ class Config:
                 f"learning_rates={self.learning_rates}, epochs={self.epochs}")
         if any(e < 0 for e in self.epochs):
             raise ValueError(f"epochs must be >= 0, got {self.epochs}")
-        for name in ("batch_size", "eval_batch_size", "log_every_steps"):
+        for name in ("batch_size", "eval_batch_size", "log_every_steps", "checkpoint_every_epochs"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.num_devices is not None and self.num_devices <= 0:

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from collections.abc import Sequence
 
 from cac_jax import config as config_lib
+from cac_jax import timing
 from cac_jax.checkpoints import KINDS
 
 
@@ -58,13 +60,21 @@ def evaluate_run_dir(workdir: str | None = None, *, checkpoint: str | None = Non
     if stage not in (None, 1, 2):
         raise ValueError(f"stage {stage} does not exist (stages are 1 and 2)")
     distributed.initialize(distributed.Options(auto=cfg.distributed))
-    train.agree_on_run(cfg)
-    data = train.load_data(cfg)
-    train.agree_on_run(cfg, data)
-    ctx = train.make_context(cfg, data)
-    results, outputs = train.evaluate_run(ctx, stage=stage, kind=kind)
+    t0, timings = time.perf_counter(), timing.Timings()
     out_dir = workdir or run_dir
-    if distributed.is_primary():
-        os.makedirs(out_dir, exist_ok=True)
+    with timings.active():
+        with timings.section("data"):
+            train.agree_on_run(cfg)
+            data = train.load_data(cfg)
+            train.agree_on_run(cfg, data)
+        with timings.section("evaluate"):
+            results, outputs = train.evaluate_run(train.make_context(cfg, data, timings=timings), stage=stage,
+                                                  kind=kind)
+        with timings.section("outputs"):
+            if distributed.is_primary():
+                os.makedirs(out_dir, exist_ok=True)
+            train.write_scores_and_plots(out_dir, outputs)
     results["workdir"] = os.path.abspath(out_dir)
-    return results, train.write_outputs(out_dir, results, outputs)
+    results["timings"] = timings.as_dict(time.perf_counter() - t0)
+    results["total_seconds"] = results["timings"]["total"]
+    return results, train.write_results(out_dir, results)

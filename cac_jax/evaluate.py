@@ -65,28 +65,49 @@ def eval_batch_size(requested: int, mesh) -> int:
 
 
 @functools.lru_cache(maxsize=None)
-def _logits_fn(model, mesh, image_size, mean, std, hflip, dtype):
-    def f(variables, images):
+def _forward_fn(model, mesh, image_size, mean, std, hflip, dtype, method):
+    # One compiled program per (network, preprocessing, method) and batch shape: known and unknown test
+    # batches, and every evaluation of a process, share it.
+    def f(variables, images, means):
         x = augment.eval_preprocess(images, image_size=image_size, mean=mean, std=std, hflip=hflip)
         logits, _ = model.apply(variables, x.astype(dtype), train=False)
-        return logits
+        if method is None:
+            return (logits,)
+        return (logits, *method_scores.predict_and_score(method, logits, means))
 
-    return jax.jit(f, in_shardings=(mesh_lib.replicated(mesh), mesh_lib.batch_sharding(mesh)),
-                   out_shardings=mesh_lib.replicated(mesh))
+    rep = mesh_lib.replicated(mesh)
+    return jax.jit(f, in_shardings=(rep, mesh_lib.batch_sharding(mesh), rep), out_shardings=rep)
+
+
+def _forward(model, variables, images, *, mesh, image_size, mean, std, hflip=False, batch_size=512, method=None,
+             means=None) -> tuple[np.ndarray, ...]:
+    fn = _forward_fn(model, mesh, int(image_size), tuple(mean), tuple(std), bool(hflip), model.dtype, method)
+    means = None if means is None else mesh_lib.replicate(mesh, np.asarray(means, np.float32))
+    bs = eval_batch_size(batch_size, mesh)
+    out = []
+    for idx, _ in eval_batches(len(images), bs):
+        (batch,) = mesh_lib.put_batch(mesh, images[idx])
+        out.append(fn(variables, batch, means))  # no host copy here: the next batch is sent while this one runs
+    if not out:
+        empty = (np.zeros((0, model.num_classes), np.float32), np.zeros(0, np.int32), np.zeros(0, np.float32))
+        return empty[:1 if method is None else 3]
+    # Only the last global batch is padded, at its end.
+    return tuple(np.concatenate(parts)[: len(images)] for parts in zip(*jax.device_get(out)))
 
 
 def compute_logits(model, variables, images: np.ndarray, *, mesh, image_size: int, mean, std,
                    hflip: bool = False, batch_size: int = 512) -> np.ndarray:
     """Eval-mode logits (n, N) of uint8 images (n, H, W, C), batched and split over the mesh."""
-    fn = _logits_fn(model, mesh, int(image_size), tuple(mean), tuple(std), bool(hflip), model.dtype)
-    bs = eval_batch_size(batch_size, mesh)
-    out = []
-    for idx, _ in eval_batches(len(images), bs):
-        (batch,) = mesh_lib.put_batch(mesh, images[idx])
-        out.append(fn(variables, batch))  # no host copy here: the next batch is sent while this one runs
-    if not out:
-        return np.zeros((0, model.num_classes), np.float32)
-    return np.concatenate(jax.device_get(out))[: len(images)]  # only the last global batch is padded, at its end
+    return _forward(model, variables, images, mesh=mesh, image_size=image_size, mean=mean, std=std, hflip=hflip,
+                    batch_size=batch_size)[0]
+
+
+def compute_scores(model, variables, images: np.ndarray, method: str, means, *, mesh, image_size: int, mean, std,
+                   batch_size: int = 512) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(logits (n, N), predictions (n,), open-set scores (n,)) of ``method``
+    (:func:`cac_jax.method_scores.predict_and_score`), computed with the forward pass, batch by batch."""
+    return _forward(model, variables, images, mesh=mesh, image_size=image_size, mean=mean, std=std,
+                    batch_size=batch_size, method=method, means=means)
 
 
 def class_means(logits: np.ndarray, labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
@@ -117,8 +138,11 @@ def training_predictions(logits: np.ndarray, variables) -> np.ndarray:
     (which is also the nearest fixed anchor alpha·e_j, since ||z - alpha·e_j||² = ||z||² - 2·alpha·z_j + alpha²)."""
     centres = variables["params"].get("centres")
     if centres is not None:
-        return np.asarray(scores.predict(jnp.asarray(logits), jnp.asarray(centres, jnp.float32)))
+        return np.asarray(_nearest_centre(jnp.asarray(logits), jnp.asarray(centres, jnp.float32)))
     return np.argmax(logits, axis=-1)
+
+
+_nearest_centre = jax.jit(scores.predict)
 
 
 def anchor_flip(cfg, dataset: str) -> bool:
@@ -158,10 +182,9 @@ def compute_outputs(model, variables, data, cfg, mesh) -> EvalOutputs:
     if method_scores.needs_class_means(cfg.method):
         means = class_mean_anchors(model, variables, data, mesh=mesh, flip=anchor_flip(cfg, data.dataset),
                                    batch_size=cfg.eval_batch_size)
-    known_logits = compute_logits(model, variables, data.test_known.images, **kw)
-    unknown_logits = compute_logits(model, variables, data.test_unknown.images, **kw)
-    pred, known_scores = method_scores.predict_and_score(cfg.method, known_logits, means)
-    _, unknown_scores = method_scores.predict_and_score(cfg.method, unknown_logits, means)
+    known_logits, pred, known_scores = compute_scores(model, variables, data.test_known.images, cfg.method, means, **kw)
+    unknown_logits, _, unknown_scores = compute_scores(model, variables, data.test_unknown.images, cfg.method, means,
+                                                       **kw)
     return EvalOutputs(method=cfg.method, known_logits=known_logits, unknown_logits=unknown_logits,
                        known_labels=np.asarray(data.test_known.labels), known_pred=np.asarray(pred),
                        known_scores=np.asarray(known_scores, np.float64),

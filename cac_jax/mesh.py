@@ -70,3 +70,15 @@ def put_batch(mesh: Mesh, *local_arrays: np.ndarray) -> tuple[jax.Array, ...]:
     """Assemble this process's slices into global arrays split along the ``data`` axis."""
     sharding = batch_sharding(mesh)
     return tuple(jax.make_array_from_process_local_data(sharding, np.asarray(a)) for a in local_arrays)
+
+
+def batches_sharding(mesh: Mesh) -> NamedSharding:
+    """Arrays of batches, (batches, batch, ...): split along the batch (axis 1)."""
+    return NamedSharding(mesh, P(None, DATA_AXIS))
+
+
+def put_batches(mesh: Mesh, *local_arrays: np.ndarray) -> tuple[jax.Array, ...]:
+    """Assemble this process's slices of arrays of batches (batches, local batch, ...) into global arrays split
+    along the batch axis (:func:`batches_sharding`)."""
+    sharding = batches_sharding(mesh)
+    return tuple(jax.make_array_from_process_local_data(sharding, np.asarray(a)) for a in local_arrays)

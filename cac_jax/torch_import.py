@@ -168,8 +168,7 @@ def import_checkpoint(path: str, cfg) -> tuple[dict, str]:
                                                                 jax.tree.leaves(variables)) if a.shape != b.shape]
     if jax.tree.structure(template) != jax.tree.structure(variables) or mismatched:
         raise NotACheckpoint(f"{path} does not fit the {cfg.experiment} network ({mismatched or 'other layers'})")
-    tx = train_state.make_optimizer(cfg.learning_rates[1], momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    st = mesh_lib.replicate(ctx.mesh, train_state.from_variables(ctx.model, variables, tx))
+    st = train_state.restart(ctx.model, variables, ctx.tx, mesh_lib.replicated(ctx.mesh))
     epoch = int(extra.get("epoch", 0))
     meta = {"stage": 2, "start_epoch": epoch, "step": 0, "epochs_done": epoch, "steps_per_epoch": ctx.steps_per_epoch,
             "best_value": None, "best_epoch": epoch, "finished": True, "signature": ctx.signature,
@@ -177,8 +176,9 @@ def import_checkpoint(path: str, cfg) -> tuple[dict, str]:
     os.makedirs(workdir, exist_ok=True)
     config_lib.save_config(cfg, os.path.join(workdir, "config.json"))
     store = checkpoints.StageCheckpoints(workdir, 2)
-    for kind in ("best", "latest"):
-        store.save(kind, st, meta)
+    store.save("best", 0, st, meta)
+    store.wait()  # ``best`` before the ``latest`` that says the stage is finished
+    store.save("latest", 0, st, meta)
     store.close()
     return {"method": cfg.method, "split_family": cfg.split_family, **shape, **extra}, workdir
 

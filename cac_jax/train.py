@@ -8,19 +8,26 @@ best-so-far tracker restarts with each stage. ``stages="both"`` runs both; "1" o
 Parallelism: one ``jax.jit`` train step with donated state over a 1-D ``data`` mesh, parameters
 replicated and every global batch split across devices, so the global batch (and thus the batch
 over which BatchNorm computes its statistics) is ``batch_size`` whatever the device count.
-Augmentation runs inside the step. Its randomness and the dropout's come from
-``fold_in(fold_in(key(seed), stage), step)`` and the data order from (seed, stage, epoch), so a run
-resumed from a checkpoint replays exactly what an uninterrupted run would have done.
+
+The device waits on nothing: the training images and labels are put on the devices once (uint8; every
+benchmark fits), each epoch's batch order once per epoch, and the step gathers its batch itself (the
+``step % steps_per_epoch``-th row of the order) and augments it. Its randomness and the dropout's come
+from ``fold_in(fold_in(key(seed), stage), step)`` and the data order from (seed, stage, epoch), so a run
+resumed from a checkpoint replays exactly what an uninterrupted run would have done. The learning rate
+is an argument of the step, not a constant in it: the step compiles once for both stages and resumes.
 
 Metrics accumulate on device and are read only every ``log_every_steps`` steps and at epoch ends;
 that read is also where a non-finite loss stops the run (the last checkpoint stays the last good one).
+Validation runs over validation batches kept on the devices, as one compiled loop. The best state so far
+is a copy on the device; checkpoints (``latest`` every ``checkpoint_every_epochs`` epochs and at the end
+of a stage, carrying the best state; ``best`` at the end of a stage) are written in the background
+(:mod:`cac_jax.checkpoints`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import itertools
 import json
 import os
 import time
@@ -31,14 +38,15 @@ import numpy as np
 import optax
 from tqdm import tqdm
 
-from cac_jax import checkpoints, distributed, evaluate, models, objectives, train_state, xla_setup
+from cac_jax import checkpoints, distributed, evaluate, models, objectives, timing, train_state, xla_setup
 from cac_jax import mesh as mesh_lib
 from cac_jax.config import Config, save_config
 from cac_jax.run_log import RunLog
 
 # Config fields that may differ when a run in an existing work directory is resumed or re-evaluated.
-RESUMABLE_CHANGES = ("workdir", "progress", "log_every_steps", "checkpoint_every_steps", "data_dir", "npz_path",
-                     "manual_dir", "num_devices", "distributed", "eval_batch_size", "stages")
+RESUMABLE_CHANGES = ("workdir", "progress", "log_every_steps", "checkpoint_every_steps", "checkpoint_every_epochs",
+                     "data_dir", "npz_path",
+                     "manual_dir", "num_devices", "distributed", "eval_batch_size", "stages", "tensorboard")
 
 
 class TrainingDiverged(RuntimeError):
@@ -51,7 +59,7 @@ class WorkdirError(RuntimeError):
 
 @dataclasses.dataclass
 class Context:
-    """What every stage shares: config, data, network, mesh, compiled steps."""
+    """What every stage shares: config, data (on the host and on the devices), network, mesh, compiled steps."""
 
     cfg: Config
     data: object
@@ -59,8 +67,26 @@ class Context:
     mesh: object
     signature: dict
     steps_per_epoch: int
+    tx: object
     train_step: object
     val_step: object
+    timings: timing.Timings = dataclasses.field(default_factory=timing.Timings)
+
+    @functools.cached_property
+    def train_arrays(self) -> dict:
+        """{"images", "labels"}: the training set, replicated on the devices (put there when first used)."""
+        train = self.data.train
+        return mesh_lib.replicate(self.mesh, {"images": np.asarray(train.images),
+                                              "labels": np.asarray(train.labels, np.int32)})
+
+    @functools.cached_property
+    def val_batches(self) -> tuple:
+        """(images, labels, mask): the padded validation batches, arrays (batches, batch, ...) on the devices."""
+        val = self.data.val
+        labels = np.asarray(val.labels, np.int32)
+        batches = list(evaluate.eval_batches(len(labels), evaluate.eval_batch_size(self.cfg.eval_batch_size, self.mesh)))
+        return mesh_lib.put_batches(self.mesh, np.stack([val.images[i] for i, _ in batches]),
+                                    np.stack([labels[i] for i, _ in batches]), np.stack([m for _, m in batches]))
 
 
 # Config fields that may differ between the processes of one job: local paths and the console (the data
@@ -107,13 +133,17 @@ def build_model(cfg: Config, data) -> models.OpenSetClassifier:
                                image_size=data.image_size, dropout=cfg.dropout, alpha=cfg.alpha, dtype=cfg.dtype)
 
 
-def _zero_metrics(method: str) -> dict:
-    names = ["loss", "correct", "count", "nonfinite"] + (["anchor", "tuplet"] if objectives.is_cac(method) else [])
-    return {k: jnp.zeros((), jnp.float32) for k in names}
+def zero_metrics(ctx: Context):
+    """The train step's metric sums, zero, on the devices."""
+    names = ["loss", "correct", "count", "nonfinite"] + (["anchor", "tuplet"] if objectives.is_cac(ctx.cfg.method) else [])
+    return mesh_lib.replicate(ctx.mesh, {k: np.zeros((), np.float32) for k in names})
 
 
 def make_train_step(model, cfg: Config, data, mesh):
-    """jit(step)(state, metric_sums, images_uint8, labels, stage_key) -> (state, metric_sums); state donated."""
+    """jit(step)(state, metric_sums, train_arrays, order, rng, lr) -> (state, metric_sums); state and sums
+    donated. ``order`` (steps_per_epoch, batch) holds the epoch's batches of training-set indices, split along
+    the batch; the step takes row ``state.step % steps_per_epoch``. ``rng`` = int32 (seed, stage); ``lr`` the
+    learning rate (a float32 scalar)."""
     aug = (("image_size", data.image_size), ("scale_min", data.scale_min), ("flip", data.flip),
            ("rotate", data.rotate), ("mean", tuple(data.mean)), ("std", tuple(data.std)))
     return _train_step(model, cfg.method, cfg.lbda, cfg.alpha, cfg.dtype, aug, mesh)
@@ -124,8 +154,13 @@ def _train_step(model, method, lbda, alpha, dtype, aug, mesh):
     from cac_jax.data import augment
 
     aug, dtype = dict(aug), jnp.dtype(dtype)
+    batch = mesh_lib.batch_sharding(mesh)
 
-    def step(state, sums, images, labels, stage_key):
+    def step(state, sums, train, order, rng, lr):
+        idx = order[state.step % order.shape[0]]
+        images = jax.lax.with_sharding_constraint(train["images"][idx], batch)
+        labels = jax.lax.with_sharding_constraint(train["labels"][idx], batch)
+        stage_key = jax.random.fold_in(jax.random.key(rng[0]), rng[1])
         aug_key, drop_key = jax.random.split(jax.random.fold_in(stage_key, state.step))
         x = augment.train_augment(aug_key, images, **aug).astype(dtype)
 
@@ -140,17 +175,18 @@ def _train_step(model, method, lbda, alpha, dtype, aug, mesh):
         (loss, (batch_stats, terms, correct, logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         # A NaN can hide from the loss (a NaN distance may be masked), so logits and gradients are checked too.
         finite = jnp.isfinite(loss) & jnp.all(jnp.isfinite(logits)) & jnp.isfinite(optax.tree.norm(grads))
-        state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+        state = state.apply_gradients_at(grads=grads, learning_rate=lr, batch_stats=batch_stats)
         new = {"loss": loss, "correct": correct, "count": labels.shape[0], "nonfinite": ~finite, **terms}
         return state, {k: sums[k] + jnp.asarray(new[k], jnp.float32) for k in sums}
 
-    rep, batch = mesh_lib.replicated(mesh), mesh_lib.batch_sharding(mesh)
-    return jax.jit(step, in_shardings=(rep, rep, batch, batch, rep), out_shardings=(rep, rep),
+    rep, batches = mesh_lib.replicated(mesh), mesh_lib.batches_sharding(mesh)
+    return jax.jit(step, in_shardings=(rep, rep, rep, batches, rep, rep), out_shardings=(rep, rep),
                    donate_argnums=(0, 1))
 
 
 def make_val_step(model, cfg: Config, data, mesh):
-    """jit(step)(variables, images_uint8, labels, mask) -> masked sums (loss, correct, count)."""
+    """jit(step)(variables, images_uint8, labels, mask) -> masked sums (loss, correct, count) over all the
+    validation batches (arrays (batches, batch, ...) split along the batch)."""
     return _val_step(model, cfg.method, cfg.dtype, data.image_size, tuple(data.mean), tuple(data.std), mesh)
 
 
@@ -159,26 +195,58 @@ def _val_step(model, method, dtype, image_size, mean, std, mesh):
     from cac_jax.data import augment
 
     def step(variables, images, labels, mask):
-        x = augment.eval_preprocess(images, image_size=image_size, mean=mean, std=std)
-        logits, dist = model.apply(variables, x.astype(jnp.dtype(dtype)), train=False)
-        return objectives.validation_sums(method, logits, dist, labels, mask)
+        def batch_sums(sums, batch):
+            x = augment.eval_preprocess(batch[0], image_size=image_size, mean=mean, std=std)
+            logits, dist = model.apply(variables, x.astype(jnp.dtype(dtype)), train=False)
+            out = objectives.validation_sums(method, logits, dist, batch[1], batch[2])
+            return {k: sums[k] + out[k] for k in sums}, None
 
-    rep, batch = mesh_lib.replicated(mesh), mesh_lib.batch_sharding(mesh)
-    return jax.jit(step, in_shardings=(rep, batch, batch, batch), out_shardings=rep)
+        zero = {k: jnp.zeros((), jnp.float32) for k in ("loss", "correct", "count")}
+        return jax.lax.scan(batch_sums, zero, (images, labels, mask))[0]
+
+    rep, batches = mesh_lib.replicated(mesh), mesh_lib.batches_sharding(mesh)
+    return jax.jit(step, in_shardings=(rep, batches, batches, batches), out_shardings=rep)
 
 
 def validate(ctx: Context, variables) -> dict:
-    val = ctx.data.val
-    bs = evaluate.eval_batch_size(ctx.cfg.eval_batch_size, ctx.mesh)
-    sums = None
-    for idx, mask in evaluate.eval_batches(len(val.labels), bs):
-        args = mesh_lib.put_batch(ctx.mesh, val.images[idx], val.labels[idx], mask)
-        out = ctx.val_step(variables, *args)
-        sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
-    sums = jax.device_get(sums)
+    sums = jax.device_get(ctx.val_step(variables, *ctx.val_batches))
     count = float(sums["count"])
     name = "val_anchor_loss" if objectives.is_cac(ctx.cfg.method) else "val_ce_loss"
     return {name: float(sums["loss"]) / count, "val_accuracy": float(sums["correct"]) / count}
+
+
+@functools.lru_cache(maxsize=None)
+def _copy_fn(sharding):
+    return jax.jit(lambda tree: jax.tree.map(jnp.copy, tree), out_shardings=sharding)
+
+
+def copy_state(ctx: Context, state):
+    """A copy of ``state`` on the devices that outlives the next (donating) train step."""
+    return _copy_fn(mesh_lib.replicated(ctx.mesh))(state)
+
+
+def epoch_batches(ctx: Context, stage: int, epoch: int):
+    """The order argument of the train step for ``epoch`` of ``stage``: (steps_per_epoch, batch_size) indices,
+    this process's part of every batch from :func:`cac_jax.data.pipeline.batch_indices`."""
+    from cac_jax.data import pipeline
+
+    rows = pipeline.batch_indices(len(ctx.data.train.labels), ctx.cfg.batch_size, seed=stage_seed(ctx.cfg.seed, stage),
+                                  epoch=epoch, shuffle=True, drop_remainder=True,
+                                  process_index=jax.process_index(), process_count=jax.process_count())
+    return mesh_lib.put_batches(ctx.mesh, np.stack(list(rows)).astype(np.int32))[0]
+
+
+def stage_inputs(ctx: Context, stage: int) -> tuple:
+    """(rng, lr): the train step's arguments that are constant over ``stage``."""
+    cfg = ctx.cfg
+    return mesh_lib.replicate(ctx.mesh, (np.asarray([cfg.seed, stage], np.int32),
+                                         np.float32(cfg.learning_rates[stage - 1])))
+
+
+def step_arguments(ctx: Context, stage: int = 1, epoch: int = 0) -> tuple:
+    """Everything ``ctx.train_step(state, sums, *step_arguments(ctx, stage, epoch))`` takes besides the state and
+    the metric sums, for a step of ``epoch`` of ``stage`` (benchmarks and tests step by hand with it)."""
+    return (ctx.train_arrays, epoch_batches(ctx, stage, epoch), *stage_inputs(ctx, stage))
 
 
 def stage_seed(seed: int, stage: int) -> int:
@@ -194,19 +262,19 @@ def _position_meta(ctx: Context, stage: int, start_epoch: int, step: int, best, 
             "finished": finished, "signature": ctx.signature}
 
 
-def _fresh_state(ctx: Context, tx):
-    cfg, data = ctx.cfg, ctx.data
-    return train_state.create(ctx.model, jax.random.key(cfg.seed), image_size=data.image_size,
-                              channels=data.channels, tx=tx, sharding=mesh_lib.replicated(ctx.mesh))
+def initial_state(ctx: Context):
+    """The freshly initialised train state of the run (from ``cfg.seed``), on the devices."""
+    data = ctx.data
+    return train_state.create(ctx.model, ctx.cfg.seed, image_size=data.image_size, channels=data.channels,
+                              tx=ctx.tx, sharding=mesh_lib.replicated(ctx.mesh))
 
 
 def prepare_stage(ctx: Context, stage: int):
-    """(state, meta) to continue ``stage`` from, or None when that stage has already finished."""
+    """(state, meta, best state so far or None) to continue ``stage`` from, or None when that stage has
+    already finished."""
     cfg = ctx.cfg
     store = checkpoints.StageCheckpoints(cfg.resolved_workdir, stage)
-    tx = train_state.make_optimizer(cfg.learning_rates[stage - 1], momentum=cfg.momentum,
-                                    weight_decay=cfg.weight_decay)
-    target = _fresh_state(ctx, tx)
+    target = initial_state(ctx)
     meta = store.meta("latest")
     if meta is not None:
         checkpoints.check_signature(meta.get("signature", {}), ctx.signature, store.root)
@@ -215,32 +283,33 @@ def prepare_stage(ctx: Context, stage: int):
         if meta["steps_per_epoch"] != ctx.steps_per_epoch:
             raise ValueError(f"the checkpoint in {store.root} was made with {meta['steps_per_epoch']} steps per "
                              f"epoch, the config gives {ctx.steps_per_epoch} (batch size or data changed)")
-        return store.restore("latest", target, ctx.signature)
+        state, meta = store.restore("latest", target, ctx.signature)
+        best = None if meta["best_value"] is None else store.restore("latest", target, ctx.signature, item="best")[0]
+        return state, meta, best
     if stage == 1:
-        return target, _position_meta(ctx, 1, 0, 0, None, None, False)
+        return target, _position_meta(ctx, 1, 0, 0, None, None, False), None
     first = checkpoints.StageCheckpoints(cfg.resolved_workdir, 1)
     if not first.exists("best"):
         raise FileNotFoundError(f"stage 2 starts from stage 1's best checkpoint, and {first.root}/best has none: "
                                 f"run stage 1 first (--set stages=1 or stages=both)")
     best, best_meta = first.restore("best", target, ctx.signature)
     # Fresh optimiser: momentum reset, step 0, lr of stage 2; the epoch counter continues.
-    state = mesh_lib.replicate(ctx.mesh, train_state.from_variables(ctx.model, best.variables(), tx))
-    return state, _position_meta(ctx, 2, best_meta["epochs_done"], 0, None, None, False)
+    state = train_state.restart(ctx.model, best.variables(), ctx.tx, mesh_lib.replicated(ctx.mesh))
+    return state, _position_meta(ctx, 2, best_meta["epochs_done"], 0, None, None, False), None
 
 
-def run_stage(ctx: Context, stage: int, state, meta: dict, log: RunLog, max_steps: int | None):
-    """Train one stage from ``(state, meta)``; returns (state, completed). ``max_steps`` stops early
-    without saving (as a killed process would), for tests of resumption."""
-    cfg, data, spe = ctx.cfg, ctx.data, ctx.steps_per_epoch
+def run_stage(ctx: Context, stage: int, state, meta: dict, best_state, log: RunLog, max_steps: int | None):
+    """Train one stage from ``(state, meta, best_state)``; returns (state, completed). ``max_steps`` stops
+    early without saving (as a killed process would), for tests of resumption."""
+    cfg, spe, timings = ctx.cfg, ctx.steps_per_epoch, ctx.timings
     store = checkpoints.StageCheckpoints(cfg.resolved_workdir, stage)
     metric, mode = objectives.selection(cfg.method)
     start_epoch, best, best_epoch = meta["start_epoch"], meta["best_value"], meta["best_epoch"]
     total = cfg.epochs[stage - 1] * spe
-    step = int(jax.device_get(state.step))
-    key = mesh_lib.replicate(ctx.mesh, jax.random.fold_in(jax.random.key(cfg.seed), stage))
-    sums = mesh_lib.replicate(ctx.mesh, _zero_metrics(cfg.method))
+    step = int(meta["step"])
+    rng, lr = stage_inputs(ctx, stage)
+    sums = zero_metrics(ctx)
     steps_in_sums, t_last = 0, time.perf_counter()
-    from cac_jax.data import pipeline
 
     def flush(epoch):
         nonlocal sums, steps_in_sums, t_last
@@ -258,57 +327,74 @@ def run_stage(ctx: Context, stage: int, state, meta: dict, log: RunLog, max_step
                 f"non-finite training loss or gradients (mean loss {rec['loss']}) in stage {stage}, epoch {epoch + 1}, step {step}; "
                 f"stopped. The last good checkpoint is kept in {store.root}/latest (try a lower learning rate)")
         log.write(rec)
-        sums = mesh_lib.replicate(ctx.mesh, _zero_metrics(cfg.method))
+        sums = zero_metrics(ctx)
         steps_in_sums, t_last = 0, now
         return rec
 
-    while step < total:
-        epoch, offset = start_epoch + step // spe, step % spe
-        order = pipeline.batch_indices(len(data.train.labels), cfg.batch_size, seed=stage_seed(cfg.seed, stage),
-                                       epoch=epoch, shuffle=True, drop_remainder=True,
-                                       process_index=jax.process_index(), process_count=jax.process_count())
-        bar = tqdm(total=spe, initial=offset, unit="step", leave=False, dynamic_ncols=True,
-                   desc=f"stage {stage} epoch {epoch + 1}/{start_epoch + cfg.epochs[stage - 1]}",
-                   disable=not cfg.progress or not distributed.is_primary())
-        for idx in itertools.islice(order, offset, None):
-            if max_steps is not None and step >= max_steps:
+    def save_latest(finished=False):
+        with timings.section("checkpoint"):
+            store.save("latest", step, state, _position_meta(ctx, stage, start_epoch, step, best, best_epoch, finished),
+                       best=best_state)
+
+    try:
+        while step < total:
+            epoch, offset = start_epoch + step // spe, step % spe
+            with timings.section("train"):
+                order = epoch_batches(ctx, stage, epoch)
+                bar = tqdm(total=spe, initial=offset, unit="step", leave=False, dynamic_ncols=True,
+                           desc=f"stage {stage} epoch {epoch + 1}/{start_epoch + cfg.epochs[stage - 1]}",
+                           disable=not cfg.progress or not distributed.is_primary())
+                for _ in range(offset, spe):
+                    if max_steps is not None and step >= max_steps:
+                        bar.close()
+                        return state, False
+                    state, sums = ctx.train_step(state, sums, ctx.train_arrays, order, rng, lr)
+                    step += 1
+                    steps_in_sums += 1
+                    bar.update()
+                    if step % cfg.log_every_steps == 0 or step % spe == 0:
+                        rec = flush(epoch)
+                        bar.set_postfix(loss=f"{rec['loss']:.4f}", acc=f"{rec['train_accuracy']:.3f}")
+                    if cfg.checkpoint_every_steps and step % cfg.checkpoint_every_steps == 0 and step % spe:
+                        save_latest()
                 bar.close()
-                return state, False
-            images, labels = mesh_lib.put_batch(ctx.mesh, data.train.images[idx], data.train.labels[idx])
-            state, sums = ctx.train_step(state, sums, images, labels, key)
-            step += 1
-            steps_in_sums += 1
-            bar.update()
-            if step % cfg.log_every_steps == 0 or step % spe == 0:
-                rec = flush(epoch)
-                bar.set_postfix(loss=f"{rec['loss']:.4f}", acc=f"{rec['train_accuracy']:.3f}")
-            if cfg.checkpoint_every_steps and step % cfg.checkpoint_every_steps == 0 and step % spe:
-                store.save("latest", state, _position_meta(ctx, stage, start_epoch, step, best, best_epoch, False))
-        bar.close()
-        val = distributed.broadcast("validation", validate(ctx, state.variables()))
-        if not all(np.isfinite(v) for v in val.values()):
-            raise TrainingDiverged(f"non-finite validation metrics {val} after stage {stage}, epoch {epoch + 1}; "
-                                   f"stopped. The last good checkpoint is kept in {store.root}/latest")
-        value = val[metric]
-        improved = objectives.improves(value, best, mode)
-        if improved:
-            best, best_epoch = value, epoch + 1
-            store.save("best", state, _position_meta(ctx, stage, start_epoch, step, best, best_epoch, False))
-        store.save("latest", state, _position_meta(ctx, stage, start_epoch, step, best, best_epoch, step >= total))
-        log.write({"kind": "epoch", "stage": stage, "epoch": epoch + 1, "step": step,
-                   "global_step": start_epoch * spe + step, **val, "best": best, "best_epoch": best_epoch,
-                   "saved_best": improved})
-        if distributed.is_primary() and cfg.progress:
-            tqdm.write(f"stage {stage} epoch {epoch + 1}: {metric}={value:.4f} val_accuracy="
-                       f"{val['val_accuracy']:.4f}{' (best)' if improved else ''}")
-    if total == 0:  # an empty stage passes its starting point on as its best (stage 2: stage 1's best)
-        store.save("best", state, _position_meta(ctx, stage, start_epoch, 0, best, best_epoch, False))
-        store.save("latest", state, _position_meta(ctx, stage, start_epoch, 0, best, best_epoch, True))
-    store.close()
+            with timings.section("validate"):
+                val = distributed.broadcast("validation", validate(ctx, state.variables()))
+            if not all(np.isfinite(v) for v in val.values()):
+                raise TrainingDiverged(f"non-finite validation metrics {val} after stage {stage}, epoch {epoch + 1}; "
+                                       f"stopped. The last good checkpoint is kept in {store.root}/latest")
+            value = val[metric]
+            improved = objectives.improves(value, best, mode)
+            if improved:
+                best, best_epoch = value, epoch + 1
+                with timings.section("checkpoint"):
+                    best_state = copy_state(ctx, state)
+            log.write({"kind": "epoch", "stage": stage, "epoch": epoch + 1, "step": step,
+                       "global_step": start_epoch * spe + step, **val, "best": best, "best_epoch": best_epoch,
+                       "saved_best": improved})
+            if distributed.is_primary() and cfg.progress:
+                tqdm.write(f"stage {stage} epoch {epoch + 1}: {metric}={value:.4f} val_accuracy="
+                           f"{val['val_accuracy']:.4f}{' (best)' if improved else ''}")
+            if step < total and (step // spe) % cfg.checkpoint_every_epochs == 0:
+                save_latest()
+        # The stage's end: ``best`` on disk before ``latest`` says the stage is finished. An empty stage passes
+        # its starting point on as its best (stage 2: stage 1's best).
+        with timings.section("checkpoint"):
+            best_state = state if best_state is None else best_state
+            best_step = int(jax.device_get(best_state.step))
+            store.save("best", best_step, best_state,
+                       _position_meta(ctx, stage, start_epoch, best_step, best, best_epoch, False))
+            store.wait()
+        save_latest(finished=True)
+    finally:
+        with timings.section("checkpoint"):
+            store.close()
     return state, True
 
 
-def make_context(cfg: Config, data, mesh=None) -> Context:
+def make_context(cfg: Config, data, mesh=None, timings: timing.Timings | None = None) -> Context:
+    """The run's mesh, network and compiled steps (its training and validation data go to the devices when
+    training first needs them)."""
     mesh = mesh or mesh_lib.make_mesh(cfg.num_devices)
     mesh_lib.check_batch_size(cfg.batch_size, mesh)
     spe = len(data.train.labels) // cfg.batch_size
@@ -317,8 +403,9 @@ def make_context(cfg: Config, data, mesh=None) -> Context:
     model = build_model(cfg, data)
     return Context(cfg=cfg, data=data, model=model, mesh=mesh,
                    signature=checkpoints.signature(cfg, data.num_classes, data.image_size, data.channels),
-                   steps_per_epoch=spe, train_step=make_train_step(model, cfg, data, mesh),
-                   val_step=make_val_step(model, cfg, data, mesh))
+                   steps_per_epoch=spe, tx=train_state.make_optimizer(momentum=cfg.momentum, weight_decay=cfg.weight_decay),
+                   train_step=make_train_step(model, cfg, data, mesh), val_step=make_val_step(model, cfg, data, mesh),
+                   timings=timings or timing.Timings())
 
 
 def stages_to_run(cfg: Config) -> list[int]:
@@ -327,10 +414,11 @@ def stages_to_run(cfg: Config) -> list[int]:
 
 def train(ctx: Context, *, max_steps: int | None = None) -> bool:
     """Run (or resume) the configured stages; False when stopped early by ``max_steps``."""
-    log = RunLog(ctx.cfg.resolved_workdir)
+    log = RunLog(ctx.cfg.resolved_workdir, tensorboard=ctx.cfg.tensorboard)
     try:
         for stage in stages_to_run(ctx.cfg):
-            prepared = prepare_stage(ctx, stage)
+            with ctx.timings.section("checkpoint"):  # mostly reading checkpoints
+                prepared = prepare_stage(ctx, stage)
             if prepared is None:
                 continue  # finished before (a resumed run)
             _, completed = run_stage(ctx, stage, *prepared, log=log, max_steps=max_steps)
@@ -344,11 +432,9 @@ def train(ctx: Context, *, max_steps: int | None = None) -> bool:
 def checkpoint_variables(ctx: Context, stage: int, kind: str = "best") -> dict:
     """Variables of the ``kind`` ("best", what evaluation uses, or "latest") checkpoint of ``stage``."""
     store = checkpoints.StageCheckpoints(ctx.cfg.resolved_workdir, stage)
-    tx = train_state.make_optimizer(ctx.cfg.learning_rates[stage - 1], momentum=ctx.cfg.momentum,
-                                    weight_decay=ctx.cfg.weight_decay)
     if not store.exists(kind):
         raise FileNotFoundError(f"no {kind} checkpoint in {store.root}/{kind}: train stage {stage} first")
-    state, _ = store.restore(kind, _fresh_state(ctx, tx), ctx.signature)
+    state, _ = store.restore(kind, initial_state(ctx), ctx.signature)
     store.close()
     return state.variables()
 
@@ -405,40 +491,52 @@ def evaluate_run(ctx: Context, *, stage: int | None = None, kind: str = "best"):
     return results, outputs
 
 
-def write_outputs(workdir: str, results: dict, outputs) -> str:
-    """results.json (see :func:`write_results`), the per-sample test outputs (scores.npz) and the run's plots."""
-    path = write_results(workdir, results)
+def write_scores_and_plots(workdir: str, outputs) -> None:
+    """The per-sample test outputs (scores.npz) and the run's plots."""
     if distributed.is_primary():
         evaluate.save_outputs(os.path.join(workdir, evaluate.SCORES_FILE), outputs)
         from cac_jax import plots  # matplotlib only once training is over
 
         plots.write_run_plots(workdir, outputs)
-    return path
+
+
+def write_outputs(workdir: str, results: dict, outputs) -> str:
+    """:func:`write_scores_and_plots`, then results.json (:func:`write_results`), last, as the mark of a
+    finished evaluation."""
+    write_scores_and_plots(workdir, outputs)
+    return write_results(workdir, results)
 
 
 def run(cfg: Config, data=None, *, max_steps: int | None = None) -> dict | None:
-    """Train (or resume) and evaluate; writes config.json, metrics.jsonl, results.json, scores.npz and the
-    plots into the workdir.
+    """Train (or resume) and evaluate; writes config.json, metrics.jsonl, scores.npz, the plots and
+    results.json into the workdir. ``results["timings"]`` says where the time went (:mod:`cac_jax.timing`).
 
     Returns the results dict, or None when stopped early by ``max_steps``."""
     distributed.initialize(distributed.Options(auto=cfg.distributed))
     t0 = time.perf_counter()
+    timings = timing.Timings()
     workdir = cfg.resolved_workdir
-    agree_on_run(cfg)
-    check_workdir(cfg)
-    distributed.barrier("work directory checked")  # nobody reads config.json while process 0 writes it
-    if distributed.is_primary():
-        os.makedirs(workdir, exist_ok=True)
-        save_config(cfg, os.path.join(workdir, "config.json"))
-    data = data if data is not None else load_data(cfg)
-    agree_on_run(cfg, data)
-    ctx = make_context(cfg, data)
-    t1 = time.perf_counter()
-    if not train(ctx, max_steps=max_steps):
-        return None
-    t2 = time.perf_counter()
-    results, outputs = evaluate_run(ctx)
-    results.update(train_seconds=round(t2 - t1, 3), total_seconds=round(time.perf_counter() - t0, 3),
-                   workdir=os.path.abspath(workdir))
-    write_outputs(workdir, results, outputs)
+    with timings.active():
+        with timings.section("setup"):
+            agree_on_run(cfg)
+            check_workdir(cfg)
+            distributed.barrier("work directory checked")  # nobody reads config.json while process 0 writes it
+            if distributed.is_primary():
+                os.makedirs(workdir, exist_ok=True)
+                save_config(cfg, os.path.join(workdir, "config.json"))
+        with timings.section("data"):
+            data = data if data is not None else load_data(cfg)
+            agree_on_run(cfg, data)
+        with timings.section("setup"):
+            ctx = make_context(cfg, data, timings=timings)
+        if not train(ctx, max_steps=max_steps):
+            return None
+        with timings.section("evaluate"):
+            results, outputs = evaluate_run(ctx)
+        with timings.section("outputs"):
+            write_scores_and_plots(workdir, outputs)
+    results["workdir"] = os.path.abspath(workdir)
+    results["timings"] = timings.as_dict(time.perf_counter() - t0)
+    results["total_seconds"] = results["timings"]["total"]
+    write_results(workdir, results)
     return results

@@ -64,6 +64,37 @@ def apply(environ=os.environ) -> None:
     environ["XLA_FLAGS"] = flags
 
 
+CACHE_ENV = "CAC_JAX_COMPILATION_CACHE"
+
+
+def compilation_cache_dir(environ=os.environ) -> str | None:
+    """Where :func:`enable_compilation_cache` keeps compiled programs: ``$CAC_JAX_COMPILATION_CACHE`` if set
+    (``off`` for nowhere), else ``~/.cache/cac_jax/jax_compilation_cache``, beside the prepared datasets."""
+    choice = environ.get(CACHE_ENV, "").strip()
+    if choice.lower() in ("off", "0", "false", "no", "none"):
+        return None
+    if choice:
+        return os.path.abspath(os.path.expanduser(choice))
+    return os.path.join(os.path.expanduser("~"), ".cache", "cac_jax", "jax_compilation_cache")
+
+
+def enable_compilation_cache(environ=os.environ) -> str | None:
+    """Turn on JAX's persistent compilation cache in :func:`compilation_cache_dir`, for every program however
+    quickly it compiled (a run compiles a handful of programs, and even the small ones add up to seconds), so
+    a repeated command compiles nothing; returns the directory (None: off). A cache directory the user gave
+    JAX itself (``JAX_COMPILATION_CACHE_DIR``) is left as it is. The ``cac-jax`` command calls this."""
+    import jax
+
+    if jax.config.jax_compilation_cache_dir:
+        return jax.config.jax_compilation_cache_dir
+    path = compilation_cache_dir(environ)
+    if path is None:
+        return None
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    return path
+
+
 def _jax_backends_started() -> bool:
     if "jax" not in sys.modules:  # cheap and the usual case: nothing can have started
         return False

@@ -2,8 +2,9 @@
 
 * Every test runs with the network closed: any connection to a non-local address, and any TFDS
   download, raises ``NetworkBlocked``, so a test that tries to download fails.
-* Prepared TFDS data goes to a per-session temporary directory (``$CAC_JAX_DATA_DIR``), never
-  to the user's cache.
+* Prepared TFDS data goes to a per-session temporary directory (``$CAC_JAX_DATA_DIR``), and so do
+  the compiled programs of the ``cac-jax`` commands the tests start (``$CAC_JAX_COMPILATION_CACHE``),
+  never to the user's cache.
 """
 
 import socket
@@ -59,4 +60,6 @@ def _no_network(monkeypatch):
 def _data_dir_env(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CAC_JAX_DATA_DIR", str(tmp_path_factory.mktemp("cac_jax_data")))
+        # The commands the tests start share one compilation cache, never the user's.
+        mp.setenv("CAC_JAX_COMPILATION_CACHE", str(tmp_path_factory.mktemp("jax_compilation_cache")))
         yield

@@ -1,5 +1,6 @@
 """Benchmark command lines: argument checks, repeat counts per backend, and the PyTorch worker processes."""
 
+import json
 import os
 import subprocess
 import sys
@@ -107,3 +108,17 @@ def test_multihost_overhead_times_both_layouts(tmp_path):
     assert (r["job"]["processes"], r["job"]["devices"]) == (2, 2)
     for layout in ("one", "job"):
         assert all(r[layout][k] > 0 for k in ("step_ms", "validate_ms", "save_ms"))
+
+
+@pytest.mark.slow
+def test_loop_vs_step_runs_in_the_form_the_readme_gives(tmp_path, capsys):
+    from benchmarks import loop_vs_step
+
+    out = tmp_path / "loop.json"
+    assert loop_vs_step.main(["--train-images", "256", "--val-images", "128", "--epochs", "2", "--steps", "2",
+                              "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["steps_per_epoch"] == 2 and result["epochs"] == 2
+    assert result["step_ms"] > 0 and result["loop_ms_per_step"] > 0 and result["loop_over_step"] > 0
+    assert {"train", "validate", "checkpoint"} <= set(result["loop_timings"])
+    assert "loop / step" in capsys.readouterr().out

@@ -64,10 +64,22 @@ def test_train_then_eval_on_digits(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_default_command_reaches_targets(tmp_path):
-    """`cac-jax train` with no arguments (run in tmp_path, so its default workdir is runs/digits/trial0 there)."""
-    out = subprocess.run([sys.executable, "-m", "cac_jax", "train", "--no-progress"], cwd=tmp_path,
-                         capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
-    results = json.loads((tmp_path / "runs" / "digits" / "trial0" / "results.json").read_text())
-    assert results["accuracy"] >= 0.97 and results["auroc"] >= 0.95
-    assert results["total_seconds"] < 120
+    """`cac-jax train` with no arguments (run in tmp_path, so its default workdir is runs/digits/trial0 there),
+    with an empty compilation cache, then again into another work directory: the repeat compiles nothing."""
+    env = dict(os.environ, CAC_JAX_COMPILATION_CACHE=str(tmp_path / "cache"))
+    runs = []
+    for argv in ([], ["--workdir", "again"]):
+        out = subprocess.run([sys.executable, "-m", "cac_jax", "train", "--no-progress", *argv], cwd=tmp_path,
+                             env=env, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr[-3000:]
+        assert "XLA compilations" in out.stdout  # the summary says where the time went
+        runs.append(json.loads((tmp_path / (argv[-1] if argv else "runs/digits/trial0") / "results.json").read_text()))
+    for results in runs:
+        assert results["accuracy"] >= 0.97 and results["auroc"] >= 0.95
+        assert results["total_seconds"] < 120
+    cold, warm = (r["timings"] for r in runs)
+    assert cold["compilations"] + cold["compile_cache_hits"] <= 12
+    assert warm["compilations"] == 0 and warm["compile_cache_hits"] == cold["compilations"] + cold["compile_cache_hits"]
+    assert warm["compile"] < cold["compile"]
+    # The same network and results, whether its programs were compiled or read from the cache.
+    assert runs[1]["auroc"] == runs[0]["auroc"] and runs[1]["accuracy"] == runs[0]["accuracy"]

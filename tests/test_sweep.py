@@ -40,7 +40,7 @@ def test_sweep_markdown():
 
 
 def test_sweep_resumes_without_rerunning_finished_trials(tmp_path, data, monkeypatch):
-    base = tiny_config("unused", epochs=(2, 1)).replace(workdir=None)
+    base = tiny_config("unused", epochs=(2, 1), checkpoint_every_epochs=1).replace(workdir=None)
     root = str(tmp_path / "sweep")
     calls, real_run = [], train.run
 

@@ -3,13 +3,14 @@ kill-and-resume equality, checkpoint mismatch, divergence, and refusing to overw
 
 import json
 import os
+import shutil
 
 import jax
 import numpy as np
 import pytest
 from _synthetic import synthetic_data, tiny_config
 
-from cac_jax import checkpoints, train, train_state
+from cac_jax import checkpoints, train
 
 
 @pytest.fixture(scope="module")
@@ -20,8 +21,7 @@ def data():
 def _latest_params(workdir, cfg, data, stage):
     ctx = train.make_context(cfg, data)
     store = checkpoints.StageCheckpoints(workdir, stage)
-    tx = train_state.make_optimizer(cfg.learning_rates[stage - 1], momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    state, meta = store.restore("latest", train._fresh_state(ctx, tx), ctx.signature)
+    state, meta = store.restore("latest", train.initial_state(ctx), ctx.signature)
     return jax.device_get(state), meta
 
 
@@ -33,6 +33,11 @@ def test_run_end_to_end_writes_results(tmp_path, data):
     assert on_disk["accuracy"] == results["accuracy"] and on_disk["config"]["batch_size"] == 16
     assert on_disk["runtime"]["backend"] == "cpu" and on_disk["runtime"]["jax"] == jax.__version__
     assert json.loads((tmp_path / "w" / "config.json").read_text())["epochs"] == [2, 1]
+    timings = results["timings"]
+    sections = ("setup", "data", "train", "validate", "checkpoint", "evaluate", "outputs", "compile", "other")
+    assert all(timings[k] >= 0 for k in sections) and timings["train"] > 0
+    assert sum(timings[k] for k in sections) == pytest.approx(timings["total"], abs=0.02)
+    assert on_disk["timings"] == timings and results["total_seconds"] == timings["total"]
     records = [json.loads(line) for line in (tmp_path / "w" / "metrics.jsonl").read_text().splitlines()]
     assert {"train", "epoch"} <= {r["kind"] for r in records}
     assert all(np.isfinite(r["loss"]) for r in records if r["kind"] == "train")
@@ -52,10 +57,9 @@ def test_stage_two_starts_from_stage_one_best(tmp_path, data):
     cfg = tiny_config(tmp_path, epochs=(3, 1), stages="1")
     ctx = train.make_context(cfg, data)
     assert train.train(ctx)
-    best, best_meta = checkpoints.StageCheckpoints(str(tmp_path), 1).restore(
-        "best", train._fresh_state(ctx, train_state.make_optimizer(0.01, momentum=0.9, weight_decay=0)),
-        ctx.signature)
-    state, meta = train.prepare_stage(train.make_context(cfg.replace(stages="2"), data), 2)
+    best, best_meta = checkpoints.StageCheckpoints(str(tmp_path), 1).restore("best", train.initial_state(ctx),
+                                                                            ctx.signature)
+    state, meta, _ = train.prepare_stage(train.make_context(cfg.replace(stages="2"), data), 2)
     assert int(state.step) == 0 and meta["start_epoch"] == best_meta["epochs_done"] == best_meta["best_epoch"]
     assert meta["best_value"] is None  # trackers reset
     for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(best.params)):
@@ -82,6 +86,39 @@ def test_kill_and_resume_equals_uninterrupted(tmp_path, data, checkpoint_every):
         assert meta_a == meta_b
         for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
             np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)
+
+
+def test_train_step_compiles_once_for_both_stages_and_resumes(tmp_path, data):
+    """The learning rate is an argument of the step: stage 2, and a run resumed mid-stage, reuse stage 1's program."""
+    train._train_step.cache_clear()
+    cfg = tiny_config(tmp_path, epochs=(2, 2))
+    assert not train.train(train.make_context(cfg, data), max_steps=3)
+    ctx = train.make_context(cfg, data)
+    assert train.train(ctx)
+    assert ctx.train_step._cache_size() == 1
+
+
+def test_resume_from_a_latest_checkpoint_without_its_best_state(tmp_path, data):
+    """``latest`` checkpoints of earlier versions carry no best state: it is read from ``best``, as they wrote it."""
+    straight = tiny_config(tmp_path / "straight", epochs=(3, 0), stages="1", checkpoint_every_epochs=1)
+    assert train.train(train.make_context(straight, data))
+    old = straight.replace(workdir=str(tmp_path / "old"))
+    ctx = train.make_context(old, data)
+    assert not train.train(ctx, max_steps=2 * ctx.steps_per_epoch + 1)
+    store = checkpoints.StageCheckpoints(old.workdir, 1)
+    meta = store.meta("latest")
+    best, _ = store.restore("latest", train.initial_state(ctx), ctx.signature, item="best")
+    store.save("best", int(best.step), best, meta)  # the old layout: best on its own, none inside latest
+    store.close()
+    step_dir = os.path.join(store.root, "latest", str(meta["step"]))
+    shutil.rmtree(os.path.join(step_dir, "best"))
+    assert train.train(train.make_context(old, data))
+    for kind in ("latest", "best"):
+        a = checkpoints.StageCheckpoints(straight.workdir, 1).restore(kind, train.initial_state(ctx), ctx.signature)
+        b = checkpoints.StageCheckpoints(old.workdir, 1).restore(kind, train.initial_state(ctx), ctx.signature)
+        assert a[1] == b[1]
+        for x, y in zip(jax.tree.leaves(a[0]), jax.tree.leaves(b[0])):
+            np.testing.assert_array_equal(x, y)
 
 
 def test_checkpoint_that_does_not_fit_is_a_clear_error(tmp_path, data):

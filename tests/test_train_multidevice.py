@@ -12,8 +12,7 @@ SCRIPT = textwrap.dedent("""
     import jax, numpy as np
     sys.path.insert(0, sys.argv[1])
     from _synthetic import synthetic_data, tiny_config
-    from cac_jax import mesh as mesh_lib, train, train_state
-    from cac_jax.data import pipeline
+    from cac_jax import train
 
     assert jax.device_count() == 8, jax.devices()
     data = synthetic_data()
@@ -21,13 +20,10 @@ SCRIPT = textwrap.dedent("""
     finals, logits = [], []
     for n in (1, 8):
         ctx = train.make_context(cfg.replace(num_devices=n), data)
-        tx = train_state.make_optimizer(0.01, momentum=0.9, weight_decay=5e-6)
-        state = train._fresh_state(ctx, tx)
-        key = jax.random.key(0)
-        sums = train._zero_metrics(cfg.method)
-        for idx in pipeline.batch_indices(len(data.train.labels), cfg.batch_size, seed=0, epoch=0):
-            images, labels = mesh_lib.put_batch(ctx.mesh, data.train.images[idx], data.train.labels[idx])
-            state, sums = ctx.train_step(state, sums, images, labels, key)
+        state, sums = train.initial_state(ctx), train.zero_metrics(ctx)
+        args = train.step_arguments(ctx)
+        for _ in range(ctx.steps_per_epoch):
+            state, sums = ctx.train_step(state, sums, *args)
         assert len(state.params["classify"]["kernel"].sharding.device_set) == n
         finals.append(jax.device_get(state))
         logits.append(train.evaluate.compute_logits(ctx.model, state.variables(), data.test_known.images,

@@ -1,0 +1,42 @@
+"""Where a run's time goes: exclusive sections, compilation charged apart, the persistent cache's settings."""
+
+import time
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from cac_jax import timing, xla_setup
+
+
+def test_sections_are_exclusive_and_compilation_is_taken_out():
+    t = timing.Timings()
+    start = time.perf_counter()
+    with t.active():
+        with t.section("outer"):
+            time.sleep(0.05)
+            with t.section("inner"):
+                time.sleep(0.05)
+                jax.jit(lambda x: jnp.sin(x) * 3.0 + 1.0)(jnp.arange(7.0)).block_until_ready()  # compiles
+            time.sleep(0.02)
+    out = t.as_dict(time.perf_counter() - start)
+    assert t.compilations >= 1 and out["compile"] > 0
+    assert out["outer"] == pytest.approx(0.07, abs=0.03) and out["inner"] == pytest.approx(0.05, abs=0.03)
+    assert out["outer"] + out["inner"] + out["compile"] + out["other"] == pytest.approx(out["total"], abs=0.005)
+    assert "XLA compilations" in timing.summary(out)
+    # Outside ``active()`` nothing listens any more.
+    before = t.compilations
+    jax.jit(lambda x: jnp.cos(x) - 2.0)(jnp.arange(5.0)).block_until_ready()
+    assert t.compilations == before
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("off", None), ("OFF", None), ("/some/where", "/some/where"),
+])
+def test_compilation_cache_dir_follows_the_environment(value, expected):
+    assert xla_setup.compilation_cache_dir({xla_setup.CACHE_ENV: value}) == expected
+
+
+def test_compilation_cache_dir_defaults_beside_the_datasets(monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert xla_setup.compilation_cache_dir({}) == str(tmp_path / ".cache" / "cac_jax" / "jax_compilation_cache")
