@@ -5,7 +5,7 @@
 
 Settings made when a process starts (glibc's malloc, ``XLA_FLAGS``, JAX's CPU dispatch) cannot be switched
 inside one process, so each arm is a worker process of its own: the environment of this one, with the
-``--a`` / ``--b`` assignments replacing those variables (``import cac_jax`` then adds its XLA flag and
+``--a`` / ``--b`` assignments replacing those variables (``cac_jax.runtime.configure()`` then adds its XLA flag and
 malloc setting as usual, unless the assignment sets them). Each worker starts JAX as ``benchmarks.vs_pytorch`` does (so as every
 cac-jax run does), builds the project's own train step (batch 128, 32x32x3, N = 6, on-device augmentation)
 on one device, and times one block of ``--steps`` steps per request; the arms alternate in order, round by
@@ -60,7 +60,7 @@ def serve(steps: int) -> None:
     """The ``--worker`` process: one timed block of train steps per request, with its page faults and system time."""
     reply = vs_pytorch.worker_replies()
     jx = vs_pytorch.start_jax(vs_pytorch.parse_args(["--steps", str(steps)]))
-    from cac_jax import host_malloc
+    from cac_jax.runtime import host_malloc
 
     step = jx.step(jx.meshes[1])
     reply({"ready": {"compile_and_first_step_s": step.info["compile_and_first_step_s"],

@@ -65,7 +65,7 @@ wait)
   while pgrep -f "cac_jax (sweep|train)" >/dev/null && [ $SECONDS -lt $end ]; do
     sleep 20
     echo "[$(date +%T)]"
-    python3 -m cac_jax.parallel_trials "$RUNS"
+    python3 -m cac_jax.runs.parallel_trials "$RUNS"
   done
   pgrep -f "cac_jax (sweep|train)" >/dev/null && echo "still running" || echo "all runs ended"
   tail -n 25 "$RUNS"/*.log

@@ -4,7 +4,7 @@ On the CIFAR configuration (``experiments/cifar10``: the paper's network, batch 
 classes) with random images of CIFAR-10's split sizes by default, it times
 
 * **step**: the jitted train step alone, called back to back on device-resident data, blocking at the end;
-* **loop**: ``cac_jax.train.train`` for ``--epochs`` epochs of stage 1, everything a run does per epoch
+* **loop**: ``cac_jax.training.loop.train`` for ``--epochs`` epochs of stage 1, everything a run does per epoch
   included (batch orders, metric reads, the progress bar, validation every epoch, the best state kept,
   ``latest`` written every ``--checkpoint-every`` epochs and at the end), less its compilation (the
   run's own ``timings``);
@@ -48,7 +48,8 @@ def cifar_like(num_train: int, num_val: int, num_classes: int = 6):
 def measure(args) -> dict:
     import jax
 
-    from cac_jax import config, train
+    from cac_jax import config
+    from cac_jax.training import loop as train
 
     data = cifar_like(args.train_images, args.val_images)
     with tempfile.TemporaryDirectory() as workdir:
@@ -102,10 +103,9 @@ def main(argv=None) -> int:
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
     p.add_argument("--json", help="also write the result to this file")
     args = p.parse_args(argv)
-    from cac_jax import host_malloc, xla_setup
+    from cac_jax import runtime
 
-    host_malloc.dispatch_on_calling_thread()  # as `cac-jax train` runs (a no-op off the CPU)
-    xla_setup.enable_compilation_cache()
+    runtime.configure()  # as `cac-jax train` runs
     result = measure(args)
     print(table(result))
     if args.json:

@@ -17,7 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cac_jax import host_malloc, losses
+from cac_jax import runtime
+from cac_jax.core import losses
 
 
 def time_call(fn, *args, repeats):
@@ -78,7 +79,7 @@ def main():
     parser.add_argument("--out", default="runs/benchmarks/loss_scaling.json")
     args = parser.parse_args()
 
-    host_malloc.dispatch_on_calling_thread()  # as in `cac-jax train`, before jax.devices() starts the backend
+    runtime.configure(compilation_cache=False)  # as `cac-jax train` runs, before jax.devices() starts the backend
     print(f"device: {jax.devices()[0].device_kind} x{jax.device_count()}")
     print(f"{'batch':>6} {'classes':>7} {'fast ms':>10} {'general ms':>10} {'ratio':>9}")
     rows = run(args.classes, args.batch, args.repeats, args.max_general_flops)

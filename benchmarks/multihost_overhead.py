@@ -4,7 +4,7 @@ validation pass, checkpoint save and the runtime's key-value broadcast, on one e
     python -m benchmarks.multihost_overhead                          # digits: 1 x 4 devices against 2 x 2
     python -m benchmarks.multihost_overhead --experiment cifar10 --processes 2 --host-devices 1 --steps 10
 
-Both layouts run here, on CPU devices (``cac_jax.launch``: gloo collectives between the processes), so
+Both layouts run here, on CPU devices (``cac_jax.runs.launch``: gloo collectives between the processes), so
 the figures price JAX's CPU collectives on this machine, not a network of GPU hosts. Prints a table and,
 last, one JSON line.
 """
@@ -26,7 +26,10 @@ def measure(experiment: str, steps: int, workdir: str) -> dict:
     """Timings of this process (a job of any size), in ms."""
     import jax
 
-    from cac_jax import checkpoints, config, distributed, train
+    from cac_jax.training import checkpoints
+    from cac_jax import config
+    from cac_jax.runtime import distributed
+    from cac_jax.training import loop as train
 
     cfg = config.get_experiment(experiment).replace(workdir=workdir, progress=False)
     data = train.load_data(cfg)
@@ -73,7 +76,10 @@ def _worker(argv) -> None:
     p.add_argument("--num-processes", type=int)
     p.add_argument("--process-id", type=int)
     a = p.parse_args(argv)
-    from cac_jax import distributed
+    from cac_jax import runtime
+    from cac_jax.runtime import distributed
+
+    runtime.configure(compilation_cache=False)  # as `cac-jax train` runs
 
     distributed.initialize(distributed.Options(a.coordinator, a.num_processes, a.process_id))
     result = measure(a.experiment, a.steps, a.workdir)
@@ -90,7 +96,7 @@ def _parse_result(text: str) -> dict:
 
 def run(experiment: str, processes: int, host_devices: int, steps: int, workdir: str) -> dict:
     """{"one": timings of 1 process x processes*host_devices devices, "job": of processes x host_devices}."""
-    from cac_jax import launch
+    from cac_jax.runs import launch
 
     base = [sys.executable, "-m", "benchmarks.multihost_overhead", "--worker", "--experiment", experiment,
             "--steps", str(steps)]

@@ -64,7 +64,8 @@ def bench_train_step(steps: int) -> dict:
         import jax
         import optax
 
-        from cac_jax import losses, models
+        from cac_jax.core import losses
+        from cac_jax import models
     except ImportError as e:  # the network lives in another module of this project
         return {"train_step_error": f"cannot import the CIFAR network: {e}"}
     model = models.create_model(model="cac_cnn", method="cac", num_classes=6, image_size=32, dropout=0.2)
@@ -115,9 +116,9 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     import jax
 
-    from cac_jax import host_malloc
+    from cac_jax import runtime
 
-    host_malloc.dispatch_on_calling_thread()  # as in `cac-jax train`, before jax.devices() starts the backend
+    runtime.configure(compilation_cache=False)  # as `cac-jax train` runs, before jax.devices() starts the backend
     report = {"device": str(jax.devices()[0]), "cpu_count": os.cpu_count(), "machine": platform.machine(), "batch": BATCH}
     report.update(bench_pipeline(args.steps))
     report.update(bench_train_step(args.steps))

@@ -102,7 +102,9 @@ def torch_evaluate(path: str, data) -> dict:
 
 
 def run(dataset: str, trials, kinds, npz: str, trainval: str | None, out: str, weights: str) -> list[dict]:
-    from cac_jax import cli, config, train
+    from cac_jax import cli
+    from cac_jax import config
+    from cac_jax.training import loop as train
 
     table = os.path.join(out, "parity.json")
     rows = []

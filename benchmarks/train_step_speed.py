@@ -20,10 +20,14 @@ import time
 
 
 def measure(experiment: str, steps: int, warmup: int, num_classes: int) -> dict:
+    from cac_jax import runtime
+
+    runtime.configure(compilation_cache=False)  # as `cac-jax train` runs, before JAX starts
     import jax
     import numpy as np
 
-    from cac_jax import config, train
+    from cac_jax import config
+    from cac_jax.training import loop as train
     from cac_jax.data import ArraySet, OpenSetData, get_spec
 
     cfg = config.get_experiment(experiment).replace(progress=False)

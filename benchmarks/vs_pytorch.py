@@ -6,7 +6,7 @@ Three measurements, each interleaved round by round (JAX, then PyTorch, order al
 load from other processes hits both alike; every number is the median over rounds:
 
 1. **train step** (batch 128, 32×32×3, N = 6, CIFAR10 settings): forward + backward + SGD update.
-   JAX times the project's own step, ``cac_jax.train.make_train_step`` (jitted, donated state,
+   JAX times the project's own step, ``cac_jax.training.loop.make_train_step`` (jitted, donated state,
    on-device augmentation of uint8 images inside the step), once per mesh: 1 device and, when the
    process has several (``--host-devices``), all of them. The JAX step also augments its batch
    (crop, flip, rotation), work the PyTorch side does not do; it costs a few percent of the step.
@@ -25,14 +25,14 @@ load from other processes hits both alike; every number is the median over round
 Processes: JAX runs in this process, PyTorch in worker processes (``TorchWorker``) that this one asks
 for one timed block at a time, so the interleaving is the same. A process of its own gives PyTorch its own
 malloc settings. Contender ``torch`` always runs with glibc's defaults, as the original does. Where
-``import cac_jax`` has kept large blocks in the heap in this process (``cac_jax.host_malloc``; the
+``cac_jax.runtime.configure()`` has kept large blocks in the heap in this process (``cac_jax.runtime.host_malloc``; the
 default on a CPU), a second worker, ``torch_same_malloc``, runs the NCHW step and eval with the same
 malloc settings, so that the gain from the allocator and the gain from JAX can be told apart.
 
 Host devices: XLA's CPU client is one device by default; ``--host-devices N`` sets
 ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` before JAX is imported, and the batch is split
-over an N-device mesh. The JAX side runs with the XLA CPU flags that ``import cac_jax`` adds
-(``cac_jax.xla_setup``; the printed XLA_FLAGS show it); ``--xla-flags`` can override it. On a GPU the devices are the GPUs; timing uses ``block_until_ready`` and
+over an N-device mesh. The JAX side runs with the XLA CPU flags that ``cac_jax.runtime.configure()`` adds
+(``cac_jax.runtime.xla_setup``; the printed XLA_FLAGS show it); ``--xla-flags`` can override it. On a GPU the devices are the GPUs; timing uses ``block_until_ready`` and
 ``torch.cuda.synchronize``, and both frameworks pick the accelerator automatically.
 
 Writes JSON (default ``benchmarks/results/vs_pytorch.json``) and prints a table; the last line is
@@ -151,7 +151,11 @@ def jax_setup(args):
     import jax
     import numpy as np
 
-    from cac_jax import config, evaluate, mesh as mesh_lib, train, train_state
+    from cac_jax import config
+    from cac_jax.evaluation import evaluate
+    from cac_jax.training import mesh as mesh_lib
+    from cac_jax.training import loop as train
+    from cac_jax.training import state as train_state
 
     cfg = config.get_experiment("cifar10").replace(dtype=args.dtype, progress=False)
     data = types.SimpleNamespace(num_classes=NUM_CLASSES, channels=CHANNELS, **CIFAR10)
@@ -216,7 +220,7 @@ def jax_setup(args):
         return timed
 
     def loss_contender(n):
-        from cac_jax import losses
+        from cac_jax.core import losses
 
         fn = jax.jit(jax.value_and_grad(lambda z, y: losses.cac_loss(z, y)[0]))
         z, y = (jax.device_put(a) for a in loss_inputs(n))
@@ -370,9 +374,11 @@ def torch_setup(args):
 def serve_torch(args) -> None:
     """The ``--torch-worker`` process: times PyTorch contenders on request, one JSON line in, one line out.
 
-    Its malloc is what ``CAC_JAX_MALLOC`` in its environment asks for (importing ``cac_jax`` below applies
-    it; nothing of JAX is imported)."""
-    from cac_jax import host_malloc
+    Its malloc is what ``CAC_JAX_MALLOC`` in its environment asks for (``host_malloc.apply`` below; JAX runs
+    nothing here)."""
+    from cac_jax.runtime import host_malloc
+
+    host_malloc.apply()
 
     reply = worker_replies()
     import torch
@@ -443,11 +449,11 @@ class Worker:
 
 class TorchWorker(Worker):
     """PyTorch in a worker process. ``malloc`` is the ``CAC_JAX_MALLOC`` value it runs under
-    (``cac_jax.host_malloc``): "system" for glibc's defaults, as the original runs, "" for those
-    ``import cac_jax`` makes."""
+    (``cac_jax.runtime.host_malloc``): "system" for glibc's defaults, as the original runs, "" for those
+    ``cac_jax.runtime.configure()`` makes."""
 
     def __init__(self, args, malloc: str):
-        from cac_jax import host_malloc
+        from cac_jax.runtime import host_malloc
 
         super().__init__("benchmarks.vs_pytorch", ["--torch-worker", "--dtype", args.dtype, "--steps", str(args.steps),
                                                    "--eval-batches", str(args.eval_batches)],
@@ -467,7 +473,7 @@ def environment(workers: dict) -> dict:
     import jax
     import optax
 
-    from cac_jax import host_malloc
+    from cac_jax.runtime import host_malloc
 
     dev = jax.devices()[0]
     torch_info = workers["torch"].info
@@ -502,7 +508,7 @@ def main(argv=None) -> dict:
         serve_torch(args)
         return {}
     jx = start_jax(args)
-    from cac_jax import host_malloc
+    from cac_jax.runtime import host_malloc
 
     workers = {"torch": TorchWorker(args, malloc="system")}
     if host_malloc.in_effect().startswith("heap"):
@@ -531,19 +537,18 @@ def start_jax(args):
     """Start JAX as every cac-jax run does (cac_jax's XLA flags, malloc and CPU dispatch in place before the
     backend starts), fill in the repeats for its backend, and return the JAX contenders."""
     configure_xla(args.host_devices, args.xla_flags)
-    import cac_jax  # noqa: F401  (its XLA CPU setting must be in the environment before JAX starts a backend)
+    import cac_jax.runtime
+
+    cac_jax.runtime.configure(compilation_cache=False)  # before default_backend() starts the backend
     import jax
 
-    from cac_jax import host_malloc
-
-    host_malloc.dispatch_on_calling_thread()  # now: default_backend() starts the backend before cac_jax.mesh is imported
     default_repeats(args, jax.default_backend())
     return jax_setup(args)
 
 
 def measure(args, jx, workers: dict) -> dict:
     """The three measurements; PyTorch's contenders run in ``workers`` ("torch": glibc's default malloc,
-    "torch_same_malloc", where present: the malloc settings ``import cac_jax`` makes)."""
+    "torch_same_malloc", where present: the malloc settings ``cac_jax.runtime.configure()`` makes)."""
     torch_ = workers["torch"]
     report = {"settings": {"batch": BATCH, "eval_batch": EVAL_BATCH, "num_classes": NUM_CLASSES,
                            "image": [IMAGE_SIZE, IMAGE_SIZE, CHANNELS], "rounds": args.rounds, "steps_per_round": args.steps,

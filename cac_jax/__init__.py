@@ -1,11 +1,13 @@
-"""Class Anchor Clustering (Miller et al., WACV 2021) for open-set recognition, in JAX/Flax."""
+"""Class Anchor Clustering (Miller et al., WACV 2021) for open-set recognition, in JAX/Flax.
 
-from cac_jax import host_malloc as _host_malloc
-from cac_jax import xla_setup as _xla_setup
+Importing the package (or any module of it) changes nothing in the process: the ``cac-jax`` command applies
+the measured CPU settings and the compilation cache (:func:`cac_jax.runtime.configure`), and a script of
+your own can call that one function.
 
-# Before JAX starts a backend and its threads: XLA's CPU convolutions instead of YNNPACK's (about 2x faster
-# training here), and their scratch memory kept in the heap between steps (about 13% faster).
-_xla_setup.apply()
-_host_malloc.apply()
+Layers, each importing only those above it in this list: ``core`` (the loss, scores, metrics), ``data``,
+``config``, ``runtime`` (process settings, jobs of several processes, timings), ``models``, ``training``,
+``evaluation`` (forward passes and the score registry), ``runs`` (a run end to end, sweeps, reports,
+plots), ``cli``.
+"""
 
 __version__ = "0.1.0"

@@ -7,15 +7,16 @@ writes ``runs/digits/trial0/results.json``. Any config field can be overridden w
 
 * ``cac-jax eval --workdir W`` (or ``--checkpoint W/checkpoints/stage2/best``) re-evaluates a trained run.
 * ``cac-jax sweep --experiment digits --method cac`` runs trials 0-4 into ``runs/sweeps/digits/cac``
-  (``--method all`` or ``--method cac,ce_msp``: one sweep per method, each in ``<root>/<method>``).
+  (``--method all`` (cac, cac_learnt, ce) or ``--method cac,ce``: one sweep per method, each in ``<root>/<method>``;
+  every network is scored by every score).
 * ``cac-jax report runs/sweeps/digits`` tabulates sweeps next to the paper's numbers.
 * ``cac-jax plots W`` redraws a run's (or a sweep's) plots from its saved test scores.
 * ``cac-jax import-torch FILE.pth --experiment mnist --trial 0 --workdir W`` turns one of the authors'
-  released PyTorch networks into a run that ``cac-jax eval --workdir W`` evaluates (:mod:`cac_jax.torch_import`).
+  released PyTorch networks into a run that ``cac-jax eval --workdir W`` evaluates (:mod:`cac_jax.runs.torch_import`).
 * ``train``, ``eval`` and ``sweep`` join a job of several processes (hosts) with ``--coordinator HOST:PORT
   --num-processes N --process-id I`` or, on a cluster JAX detects, ``--set distributed=true``
-  (:mod:`cac_jax.distributed`); ``cac-jax launch --processes 2 --host-devices 2 -- train`` runs such a job
-  on this machine (:mod:`cac_jax.launch`).
+  (:mod:`cac_jax.runtime.distributed`); ``cac-jax launch --processes 2 --host-devices 2 -- train`` runs such a job
+  on this machine (:mod:`cac_jax.runs.launch`).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import signal
 import sys
 
 from cac_jax import config as config_lib
-from cac_jax import distributed
+from cac_jax.runtime import distributed
 
 
 def _trials(text: str) -> list[int]:
@@ -45,6 +46,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", help="TFDS data directory holding prepared datasets (nothing is downloaded)")
     p.add_argument("--npz", help="a local .npz file with the data (Keras layout: mnist.npz, cifar10_jpeg.npz)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                   help="import a module (a name, or a path to a .py file) first, e.g. one that registers scores of "
+                        "your own (cac_jax.evaluation.scores.register); repeatable")
 
 
 def _add_distributed(p: argparse.ArgumentParser) -> None:
@@ -95,7 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "Writes <workdir>/results.json (per trial, mean, sample std), results.md, roc.png.")
     s.add_argument("--experiment", default="digits", choices=config_lib.EXPERIMENTS)
     s.add_argument("--method", default="cac", type=_methods,
-                   help=f"one of {', '.join(config_lib.METHODS)}, several comma-separated, or 'all' (default cac)")
+                   help=f"one of {', '.join(config_lib.METHODS)}, several comma-separated, or 'all': one network per "
+                        f"objective ({', '.join(config_lib.ALL_OBJECTIVES)}), each scored by every score (default cac)")
     s.add_argument("--trials", type=_trials, default=[0, 1, 2, 3, 4], help="trials, e.g. 0,1,2,3,4 (the default)")
     s.add_argument("--workdir", help="sweep directory (default runs/sweeps/<experiment>/<method>; with several "
                                      "methods <workdir>/<method>)")
@@ -161,7 +166,7 @@ def _positive(text: str) -> int:
 
 
 def _methods(text: str) -> list[str]:
-    methods = list(config_lib.METHODS) if text == "all" else [m.strip() for m in text.split(",") if m.strip()]
+    methods = list(config_lib.ALL_OBJECTIVES) if text == "all" else [m.strip() for m in text.split(",") if m.strip()]
     bad = [m for m in methods if m not in config_lib.METHODS]
     if bad or not methods:
         raise argparse.ArgumentTypeError(f"unknown method(s) {bad or text!r}; choose from {config_lib.METHODS} or all")
@@ -199,7 +204,7 @@ def train_configs(args) -> list[config_lib.Config]:
 def format_table(rows: list[dict]) -> str:
     """A readable table of per-trial results (and their mean when there are several); metrics missing
     from an older results.json are left blank."""
-    from cac_jax.evaluate import METRIC_NAMES
+    from cac_jax.evaluation.evaluate import METRIC_NAMES
 
     def cells(get):
         return " ".join(f"{get(k):>{max(len(n), 6)}.4f}" if get(k) is not None else " " * max(len(n), 6)
@@ -219,32 +224,20 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def train_and_report(cfg: config_lib.Config) -> dict:
-    """:func:`cac_jax.train.run` of ``cfg`` between a line saying what trains where and one with its result."""
-    from cac_jax import train
-
-    print(f"training {cfg.experiment} trial {cfg.trial} ({cfg.method}, {cfg.model}) in {cfg.resolved_workdir}",
-          flush=True)
-    from cac_jax import timing
-
-    results = train.run(cfg)
-    print(f"  accuracy {results['accuracy']:.4f}  AUROC {results['auroc']:.4f}  "
-          f"({timing.summary(results['timings'])})", flush=True)
-    return results
-
-
 def cmd_train(args) -> int:
+    from cac_jax.runs.run import train_and_report
+
     rows = [train_and_report(cfg) for cfg in train_configs(args)]
     print(format_table(rows))
     return 0
 
 
 def cmd_eval(args) -> int:
-    from cac_jax import eval_run
+    from cac_jax.runs import eval_run
 
     results, path = eval_run.evaluate_run_dir(args.workdir, checkpoint=args.checkpoint, config_path=args.config,
                                               overrides=_common_overrides(args))
-    from cac_jax import timing
+    from cac_jax.runtime import timing
 
     print(format_table([results]))
     print(f"wrote {path} (and scores.npz, plots) in {os.path.dirname(os.path.abspath(path))}; "
@@ -253,7 +246,7 @@ def cmd_eval(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from cac_jax import sweep
+    from cac_jax.runs import sweep
 
     flags = [f"{flag}={getattr(args, flag)}" for flag in ("seed", "epochs") if getattr(args, flag) is not None]
     base = config_lib.apply_overrides(config_lib.get_experiment(args.experiment), flags + _common_overrides(args))
@@ -264,14 +257,14 @@ def cmd_sweep(args) -> int:
         elif len(args.method) > 1:
             workdir = os.path.join(workdir, method)
         result = sweep.run_sweep(base.replace(method=method), args.trials, workdir, parallel=args.parallel,
-                                 log=lambda m: print(m, flush=True))
+                                 log=lambda m: print(m, flush=True), imports=args.imports)
         print(sweep.sweep_markdown(result))
         print(f"wrote {os.path.join(workdir, 'results.json')} and results.md", flush=True)
     return 0
 
 
 def cmd_report(args) -> int:
-    from cac_jax import report
+    from cac_jax.runs import report
 
     text = report.report(args.sweeps)
     print(text, end="")
@@ -282,7 +275,9 @@ def cmd_report(args) -> int:
 
 
 def cmd_plots(args) -> int:
-    from cac_jax import evaluate, plots, sweep
+    from cac_jax.evaluation import evaluate
+    from cac_jax.runs import plots
+    from cac_jax.runs import sweep
 
     results = os.path.join(args.workdir, "results.json")
     scores = os.path.join(args.workdir, evaluate.SCORES_FILE)
@@ -299,7 +294,7 @@ def cmd_plots(args) -> int:
 
 
 def cmd_import_torch(args) -> int:
-    from cac_jax import torch_import
+    from cac_jax.runs import torch_import
 
     items = [f"split_family={torch_import.RELEASED_FAMILY}", f"trial={args.trial}", *_common_overrides(args)]
     cfg = config_lib.apply_overrides(config_lib.get_experiment(args.experiment), items)
@@ -318,7 +313,7 @@ def cmd_import_torch(args) -> int:
 
 
 def cmd_launch(args) -> int:
-    from cac_jax import launch
+    from cac_jax.runs import launch
 
     command = args.job[1:] if args.job[:1] == ["--"] else args.job
     return launch.launch(command, args.processes, args.host_devices)
@@ -326,7 +321,7 @@ def cmd_launch(args) -> int:
 
 COMMANDS = {"train": cmd_train, "eval": cmd_eval, "sweep": cmd_sweep, "report": cmd_report, "plots": cmd_plots,
             "import-torch": cmd_import_torch, "launch": cmd_launch}
-# The commands that compile: they get the persistent compilation cache (xla_setup.enable_compilation_cache).
+# The commands that compute: they get cac-jax's CPU settings and the compilation cache (runtime.configure).
 COMPUTING_COMMANDS = ("train", "eval", "sweep", "import-torch")
 
 
@@ -359,16 +354,21 @@ def _terminated(signum, frame):
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from cac_jax import train
+    from cac_jax.runs.run import WorkdirError
+    from cac_jax.training.loop import TrainingDiverged
 
     try:
         if args.command in COMPUTING_COMMANDS:
-            from cac_jax import xla_setup
+            from cac_jax import runtime
 
-            xla_setup.enable_compilation_cache()
+            runtime.configure()
         join_job(args)
+        from cac_jax.runs.run import import_user_module
+
+        for module in getattr(args, "imports", ()):
+            import_user_module(module)
         return COMMANDS[args.command](args)
-    except (ValueError, FileNotFoundError, train.WorkdirError, train.TrainingDiverged, distributed.JobError) as e:
+    except (ValueError, FileNotFoundError, WorkdirError, TrainingDiverged, distributed.JobError) as e:
         def print_error():
             print(f"cac-jax {args.command}: error: {e}", file=sys.stderr)
 

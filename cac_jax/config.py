@@ -16,7 +16,12 @@ import types
 import typing
 from typing import Any
 
-METHODS = ("cac", "cac_learnt", "ce_msp", "ce_max_logit", "ce_distance")
+# An objective (how the network is trained: cac, cac_learnt, ce) and the score its top-level results use;
+# ce_msp, ce_max_logit and ce_distance train the same network as ce (every score is computed for every run).
+METHODS = ("cac", "cac_learnt", "ce", "ce_msp", "ce_max_logit", "ce_distance")
+ALL_OBJECTIVES = ("cac", "cac_learnt", "ce")  # what `--method all` trains: one network per objective
+OBJECTIVES = {"cac": "cac", "cac_learnt": "cac_learnt", "ce": "ce", "ce_msp": "ce", "ce_max_logit": "ce",
+              "ce_distance": "ce"}
 MODELS = ("cac_cnn", "small_cnn")
 STAGES = ("both", "1", "2")
 DTYPES = ("float32", "bfloat16")
@@ -35,7 +40,7 @@ class Config:
     npz_path: str | None = None  # a local .npz in the Keras layout (mnist.npz, cifar10_jpeg.npz, ...)
     manual_dir: str | None = None  # manually placed archives (TinyImageNet)
     trainval_file: str | None = None  # the original's trainval_idxs.json, to reuse its exact val split
-    method: str = "cac"  # training objective and head: see cac_jax.objectives
+    method: str = "cac"  # training objective and head: see cac_jax.training.objectives
     model: str = "small_cnn"  # "cac_cnn": the paper's encoder; "small_cnn": a small net for 8x8 digits
     alpha: float = 10.0  # anchor magnitude: anchors are alpha * I
     lbda: float = 0.1  # weight of the anchor term: L = lbda * L_A + L_T
@@ -75,6 +80,11 @@ class Config:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.num_devices is not None and self.num_devices <= 0:
             raise ValueError(f"num_devices must be positive or None, got {self.num_devices}")
+
+    @property
+    def objective(self) -> str:
+        """How the network is trained: "cac", "cac_learnt" or "ce"."""
+        return OBJECTIVES[self.method]
 
     @property
     def resolved_workdir(self) -> str:

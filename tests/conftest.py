@@ -1,4 +1,4 @@
-"""Shared test fixtures. Imports nothing heavy (no jax, no tfds) at module level.
+"""Shared test fixtures. Imports nothing heavy (no tfds) at module level; applies cac-jax's CPU settings.
 
 * Every test runs with the network closed: any connection to a non-local address, and any TFDS
   download, raises ``NetworkBlocked``, so a test that tries to download fails.
@@ -11,6 +11,12 @@ import socket
 import sys
 
 import pytest
+
+import cac_jax.runtime
+
+# As the cac-jax command does, before any JAX computation: the measured CPU settings (the compilation cache only
+# for the commands the tests start, below).
+cac_jax.runtime.configure(compilation_cache=False)
 
 
 class NetworkBlocked(RuntimeError):

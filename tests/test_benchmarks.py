@@ -31,7 +31,7 @@ def test_torch_workers_run_pytorch_under_the_malloc_they_are_given():
     """PyTorch runs in worker processes, each under the malloc setting it is given ("torch" with glibc's
     defaults, as the original runs, "torch_same_malloc" with cac_jax's); they answer timing and loss requests."""
     pytest.importorskip("torch")
-    from cac_jax import host_malloc
+    from cac_jax.runtime import host_malloc
 
     args = vs_pytorch.parse_args(["--quick", "--steps", "1", "--eval-batches", "1"])
     workers = [vs_pytorch.TorchWorker(args, malloc=choice) for choice in ("system", "")]
@@ -53,9 +53,9 @@ def test_torch_workers_run_pytorch_under_the_malloc_they_are_given():
 def test_the_jax_contender_runs_under_cac_jax_cpu_settings():
     """The benchmark starts JAX itself (to pick repeats for its backend), so it must set cac_jax's CPU dispatch
     first: otherwise it times JAX slower than `cac-jax train` runs."""
-    from cac_jax import host_malloc
+    from cac_jax.runtime import host_malloc
 
-    code = ("from benchmarks import vs_pytorch; from cac_jax import host_malloc; "
+    code = ("from benchmarks import vs_pytorch; from cac_jax.runtime import host_malloc; "
             "args = vs_pytorch.parse_args(['--quick']); vs_pytorch.start_jax(args); "
             "print(args.steps, host_malloc.in_effect())")
     env = {**{k: v for k, v in os.environ.items() if k not in (host_malloc.ENV, "JAX_PLATFORMS", "XLA_FLAGS")},
@@ -86,7 +86,7 @@ def test_ab_arguments_are_checked(argv, message, capsys):
 def test_ab_times_each_arm_in_a_process_under_its_own_environment(tmp_path):
     """The heap setting, on and off: each worker records its own malloc outcome, and the page faults show it."""
     from benchmarks import cpu_settings_ab
-    from cac_jax import host_malloc
+    from cac_jax.runtime import host_malloc
 
     out = tmp_path / "ab.json"
     report = cpu_settings_ab.main(["--rounds", "2", "--steps", "1", "--a", f"{host_malloc.ENV}=",

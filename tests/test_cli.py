@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from cac_jax import cli, config
+from cac_jax import cli
+from cac_jax import config
 
 
 def test_help_lists_options(capsys):

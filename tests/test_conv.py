@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from jax import lax
 
-from cac_jax import conv
+from cac_jax.models import conv
 
 NHWC = ("NHWC", "HWIO", "NHWC")
 

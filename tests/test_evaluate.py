@@ -7,6 +7,7 @@ import math
 import os
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -14,7 +15,14 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from _synthetic import synthetic_data, tiny_config
 
-from cac_jax import cli, evaluate, method_scores, mesh as mesh_lib, models, scores, train
+from cac_jax import cli
+from cac_jax.evaluation import evaluate
+from cac_jax.evaluation import scores as score_registry
+from cac_jax.training import mesh as mesh_lib
+from cac_jax import models
+from cac_jax.core import cac_score as scores
+from cac_jax.runs import run as run_lib
+from cac_jax.training import loop as train
 from cac_jax.config import Config
 from cac_jax.data import ArraySet
 
@@ -31,7 +39,7 @@ def trained(tmp_path_factory, data):
     """A tiny finished run (both stages), evaluated by train.run."""
     workdir = tmp_path_factory.mktemp("run") / "w"
     cfg = tiny_config(workdir, epochs=(1, 1))
-    return cfg, train.run(cfg, data)
+    return cfg, run_lib.run(cfg, data)
 
 
 def _numpy_class_means(model, variables, data, flip):
@@ -103,13 +111,19 @@ def test_class_means_fall_back_to_all_samples_of_a_class_without_correct_ones():
 LN3 = math.log(3.0)
 
 
+def score_of(name, logits, means=None):
+    """(predictions, scores) of the registered score ``name``, with ``means`` as its fitted class means."""
+    fitted = {} if means is None else {"means": np.asarray(means, np.float32)}
+    return score_registry.get(name)(fitted, jnp.asarray(logits, jnp.float32), None)
+
+
 def test_msp_and_max_logit_on_hand_made_logits():
     logits = np.array([[LN3, 0.0], [0.0, 0.0], [0.0, 2 * LN3]], np.float32)
     # softmax rows: (3/4, 1/4), (1/2, 1/2), (1/10, 9/10)
-    pred, score = method_scores.predict_and_score("ce_msp", logits)
+    pred, score = score_of("msp", logits)
     np.testing.assert_array_equal(pred, [0, 0, 1])
     np.testing.assert_allclose(score, [0.25, 0.5, 0.1], rtol=1e-6)  # 1 - max softmax
-    pred, score = method_scores.predict_and_score("ce_max_logit", logits)
+    pred, score = score_of("max_logit", logits)
     np.testing.assert_array_equal(pred, [0, 0, 1])
     np.testing.assert_allclose(score, [-LN3, 0.0, -2 * LN3], rtol=1e-6)
 
@@ -123,36 +137,35 @@ def test_msp_score_against_a_float64_reference(logits):
         return math.fsum(np.delete(p, int(np.argmax(row))))
 
     want = np.array([others(row) for row in logits])
-    _, got = method_scores.predict_and_score("ce_msp", logits)
+    _, got = score_of("msp", logits)
     np.testing.assert_allclose(np.asarray(got, np.float64), want, rtol=1e-5, atol=1e-30)
 
 
 def test_msp_score_keeps_confident_samples_apart():
     # max softmax rounds to 1.0 in float32 for all three; their ranking must survive
     logits = np.array([[20.0, 0.0], [25.0, 0.0], [30.0, 1.0]], np.float32)
-    _, score = method_scores.predict_and_score("ce_msp", logits)
+    _, score = score_of("msp", logits)
     assert np.all(np.diff(np.asarray(score)) < 0) and np.all(np.asarray(score) > 0)
     np.testing.assert_allclose(score, [np.exp(-20.0), np.exp(-25.0), np.exp(-29.0)], rtol=1e-5)
 
 
-def test_distance_methods_on_hand_made_logits():
+def test_distance_scores_on_hand_made_logits():
     logits = np.array([[0.0, 0.0], [3.0, 4.0], [3.0, 1.0]], np.float32)
     means = np.array([[3.0, 0.0], [0.0, 4.0]])
     # distances to the two means: (3, 4), (4, 3), (1, sqrt(18))
-    pred, score = method_scores.predict_and_score("ce_distance", logits, means)
+    pred, score = score_of("distance", logits, means)
     np.testing.assert_array_equal(pred, [0, 1, 0])
     np.testing.assert_allclose(score, [3.0, 3.0, 1.0], rtol=1e-6)
     # CAC (and the learnt-centre ablation, scored the same way): min_j d_j (1 - softmin(d)_j)
     s = lambda d: min(dj * (1 - math.exp(-dj) / sum(math.exp(-dk) for dk in d)) for dj in d)  # noqa: E731
     expected = [s([3, 4]), s([4, 3]), s([1, math.sqrt(18)])]
-    for method in ("cac", "cac_learnt"):
-        pred, score = method_scores.predict_and_score(method, logits, means)
-        np.testing.assert_array_equal(pred, [0, 1, 0])
-        np.testing.assert_allclose(score, expected, rtol=1e-5)
-    with pytest.raises(ValueError, match="needs the class means"):
-        method_scores.predict_and_score("cac", logits)
+    pred, score = score_of("cac", logits, means)
+    np.testing.assert_array_equal(pred, [0, 1, 0])
+    np.testing.assert_allclose(score, expected, rtol=1e-5)
     with pytest.raises(ValueError, match="unknown method 'svm'"):
-        method_scores.predict_and_score("svm", logits)
+        evaluate.headline_score("svm")
+    assert [evaluate.headline_score(m) for m in ("cac", "cac_learnt", "ce", "ce_max_logit", "ce_distance")] == [
+        "cac", "cac", "msp", "max_logit", "distance"]
 
 
 def test_open_set_metrics_on_hand_made_scores():
@@ -235,3 +248,25 @@ def test_eval_only_errors_are_clear(trained, data, tmp_path, monkeypatch, capsys
     # a checkpoint that does not fit the data's number of classes
     monkeypatch.setattr(train, "load_data", lambda c: synthetic_data(num_classes=4))
     assert "num_classes: checkpoint 3 vs config 4" in error(["eval", "--workdir", cfg.workdir])
+
+
+def test_the_readme_score_of_ones_own_runs_through_eval(trained, data, tmp_path, monkeypatch, capsys):
+    """The README's example, as written there, registered with `--import` and reported by `cac-jax eval`."""
+    readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md")).read()
+    block = readme.split("```python\n# my_scores.py")[1].split("```")[0]
+    path = tmp_path / "my_scores.py"
+    path.write_text("# my_scores.py" + block)
+    cfg, _ = trained
+    monkeypatch.setattr(train, "load_data", lambda c: data)
+    try:
+        assert cli.main(["eval", "--workdir", cfg.workdir, "--import", str(path), "--no-progress"]) == 0
+    finally:
+        score_registry._REGISTRY.pop("msp_t2", None)
+    results = json.load(open(os.path.join(cfg.workdir, "results.json")))
+    assert {"msp_t2", "msp", "cac", "openmax", "knn", "mahalanobis_features"} <= set(results["scores"])
+    assert 0 <= results["scores"]["msp_t2"]["auroc"] <= 1
+    out = evaluate.load_outputs(os.path.join(cfg.workdir, evaluate.SCORES_FILE))
+    assert out.score == "cac" and len(out.scores["msp_t2"]["unknown_scores"]) == len(out.unknown_scores)
+    capsys.readouterr()
+    assert cli.main(["eval", "--workdir", cfg.workdir, "--import", "no_such_module_here"]) == 1
+    assert "--import no_such_module_here: No module named" in capsys.readouterr().err

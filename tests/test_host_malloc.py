@@ -1,4 +1,4 @@
-"""The heap setting ``import cac_jax`` makes: what it does, where it is left out, the opt-out, the run record."""
+"""The heap setting ``cac_jax.runtime.configure()`` makes: what it does, where it is left out, the opt-out, the run record."""
 
 import importlib.util
 import os
@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from cac_jax import host_malloc
+from cac_jax.runtime import host_malloc
 
 needs_glibc = pytest.mark.skipif(host_malloc._glibc() is None, reason="mallopt is glibc's")
 
@@ -32,12 +32,13 @@ def test_bad_value_is_named():
         host_malloc._apply({host_malloc.ENV: "jemalloc"})
 
 
-# The Python thread allocates, touches and frees a 96 MB block three times, then runs a small JAX
-# computation after importing cac_jax.mesh, as every step does; the page faults of the last round tell whether the block came back from the heap or from
-# a new mmap, and JAX's config whether CPU computations run on the calling thread.
+# After cac_jax.runtime.configure(), the Python thread allocates, touches and frees a 96 MB block three times,
+# then runs a small JAX computation; the page faults of the last round tell whether the block came back from the
+# heap or from a new mmap, and JAX's config whether CPU computations run on the calling thread.
 _PROBE = """
-import ctypes, resource, cac_jax, jax
-from cac_jax import mesh, xla_setup
+import ctypes, resource, cac_jax.runtime
+cac_jax.runtime.configure(compilation_cache=False)
+import jax
 libc = ctypes.CDLL(None)
 libc.malloc.restype = ctypes.c_void_p
 libc.free.argtypes = [ctypes.c_void_p]
@@ -48,7 +49,7 @@ for _ in range(3):
     libc.free(block)
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
 assert float(jax.numpy.ones(3).sum()) == 3.0
-print(xla_setup.runtime_info()["malloc"]); print(faults); print(jax.config.values["jax_cpu_enable_async_dispatch"])
+print(cac_jax.runtime.runtime_info()["malloc"]); print(faults); print(jax.config.values["jax_cpu_enable_async_dispatch"])
 """
 
 
@@ -61,7 +62,7 @@ def _probe(**env):
 
 
 @needs_glibc
-def test_import_keeps_large_blocks_in_the_heap_and_runs_cpu_computations_inline():
+def test_configure_keeps_large_blocks_in_the_heap_and_runs_cpu_computations_inline():
     setting, faults, asynchronous = _probe()
     assert setting == "heap: M_MMAP_MAX=0 M_TRIM_THRESHOLD=2147483647 jax_cpu_enable_async_dispatch=False"
     assert faults < 1000 and not asynchronous  # 96 MB of fresh pages would be ~23,000 faults
@@ -70,35 +71,14 @@ def test_import_keeps_large_blocks_in_the_heap_and_runs_cpu_computations_inline(
     assert faults > 20_000 and asynchronous  # glibc's default: mmap and munmap every time
 
 
-def test_dispatch_is_set_when_the_mesh_module_imports_jax_not_by_import_cac_jax():
-    code = ("import sys, cac_jax; from cac_jax import host_malloc; print('jax' in sys.modules, host_malloc.in_effect()); "
-            "import cac_jax.mesh; print(host_malloc.in_effect())")
-    env = {**{k: v for k, v in os.environ.items() if k not in (host_malloc.ENV, "JAX_PLATFORMS")}, "JAX_PLATFORMS": "cpu"}
-    first, second = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                                   check=True).stdout.splitlines()
-    if host_malloc._glibc() is None:
-        return
-    assert first == "False heap: M_MMAP_MAX=0 M_TRIM_THRESHOLD=2147483647"
-    assert second == "heap: M_MMAP_MAX=0 M_TRIM_THRESHOLD=2147483647 jax_cpu_enable_async_dispatch=False"
-
-
-def test_importing_after_jax_started_claims_nothing():
-    out = subprocess.run([sys.executable, "-c", "import jax; jax.numpy.zeros(1).block_until_ready(); import cac_jax; "
-                          "from cac_jax import host_malloc; print(host_malloc.in_effect())"],
-                         env={k: v for k, v in os.environ.items() if k != host_malloc.ENV},
-                         capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "system: JAX's backends started before cac_jax was imported"
-
-
-@needs_glibc
-def test_mesh_imported_after_jax_started_warns_and_records_it():
-    code = ("import warnings, cac_jax, jax; jax.numpy.zeros(1).block_until_ready()\n"
+def test_configure_after_jax_started_claims_nothing_and_says_so():
+    code = ("import warnings, jax; jax.numpy.zeros(1).block_until_ready(); import cac_jax.runtime\n"
             "with warnings.catch_warnings(record=True) as caught:\n"
-            "    warnings.simplefilter('always'); import cac_jax.mesh\n"
-            "from cac_jax import host_malloc; print(host_malloc.in_effect()); print(*[w.message for w in caught], sep='|')")
+            "    warnings.simplefilter('always'); cac_jax.runtime.configure(compilation_cache=False)\n"
+            "from cac_jax.runtime import host_malloc; print(host_malloc.in_effect()); print(*[w.message for w in caught], sep='|')")
     env = {**{k: v for k, v in os.environ.items() if k not in (host_malloc.ENV, "JAX_PLATFORMS")}, "JAX_PLATFORMS": "cpu"}
     setting, warned = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                                     check=True).stdout.splitlines()
-    assert setting.endswith("(jax_cpu_enable_async_dispatch left True: JAX's backends started before cac_jax could "
-                            "set it)")
-    assert "JAX started its backends before cac_jax could set jax_cpu_enable_async_dispatch=False" in warned
+                                     check=True).stdout.splitlines()[:2]
+    assert setting == "system: JAX's backends started before cac_jax.runtime.configure()"
+    if host_malloc._glibc() is not None:
+        assert "glibc's malloc and JAX's CPU dispatch are left as they are" in warned

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cac_jax import losses
+from cac_jax.core import losses
 
 SETTINGS = settings(max_examples=30, deadline=None)
 # Shapes come from short lists so that jit compiles each a few times, not once per example.

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import roc_auc_score
 
-from cac_jax import metrics
+from cac_jax.core import metrics
 
 # Scores drawn from a few integer levels so that ties (the usual source of bugs) are common.
 score_lists = st.lists(st.integers(-5, 5), min_size=1, max_size=40)

@@ -19,7 +19,9 @@ import time
 import numpy as np
 import pytest
 
-from cac_jax import config, distributed, launch
+from cac_jax import config
+from cac_jax.runtime import distributed
+from cac_jax.runs import launch
 
 TRAIN = ["train", "--set", "epochs=1,1", "--set", "checkpoint_every_steps=3", "--no-progress"]
 TIMEOUT = 300
@@ -75,7 +77,7 @@ def _committed_steps(workdir, stage=1, kind="latest"):
 def _variables(workdir):
     import jax
 
-    from cac_jax import train
+    from cac_jax.training import loop as train
 
     cfg = config.load_config(os.path.join(workdir, "config.json")).replace(workdir=str(workdir))
     ctx = train.make_context(cfg, train.load_data(cfg))

@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cac_jax import cli, evaluate, plots
+from cac_jax import cli
+from cac_jax.evaluation import evaluate
+from cac_jax.runs import plots
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -85,3 +87,16 @@ def test_plots_command_redraws_from_saved_scores(tmp_path, capsys):
     _assert_png(tmp_path / "sweep" / "roc.png")
     assert cli.main(["plots", str(tmp_path)]) == 1
     assert "neither" in capsys.readouterr().err
+
+
+def test_score_histogram_spreads_the_scores_that_crowd_near_zero():
+    """Confident knowns score ~1e-8..1e-1 (CAC, MSP), unknowns ~1..10: a linear axis puts every known in one
+    bar; the symlog bins spread them."""
+    rng = np.random.default_rng(0)
+    known, unknown = 10.0 ** rng.uniform(-8, -1, 500), rng.uniform(1, 10, 200)
+    bins, linthresh = plots.symlog_bins(np.concatenate([known, unknown]))
+    assert np.all(np.diff(bins) > 0) and bins[0] <= known.min() and bins[-1] >= unknown.max() and linthresh > 0
+    assert np.count_nonzero(np.histogram(known, bins)[0]) >= 10
+    assert np.count_nonzero(np.histogram(known, np.linspace(0, 10, 51))[0]) == 1
+    flat, _ = plots.symlog_bins(np.zeros(5))  # one value: still a valid histogram
+    assert len(flat) == 2

@@ -8,7 +8,11 @@ import numpy as np
 import pytest
 from _synthetic import synthetic_data, tiny_config
 
-from cac_jax import cli, config, sweep, train
+from cac_jax import cli
+from cac_jax import config
+from cac_jax.runs import sweep
+from cac_jax.runs import run as run_lib
+from cac_jax.training import loop as train
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +46,7 @@ def test_sweep_markdown():
 def test_sweep_resumes_without_rerunning_finished_trials(tmp_path, data, monkeypatch):
     base = tiny_config("unused", epochs=(2, 1), checkpoint_every_epochs=1).replace(workdir=None)
     root = str(tmp_path / "sweep")
-    calls, real_run = [], train.run
+    calls, real_run = [], run_lib.run
 
     def run(cfg, d=None, **kw):
         calls.append(cfg.trial)
@@ -51,7 +55,7 @@ def test_sweep_resumes_without_rerunning_finished_trials(tmp_path, data, monkeyp
             raise KeyboardInterrupt
         return real_run(cfg, d, **kw)
 
-    monkeypatch.setattr(train, "run", run)
+    monkeypatch.setattr(run_lib, "run", run)
     kw = dict(load_data=lambda c: data, log=lambda m: None)
     with pytest.raises(KeyboardInterrupt):
         sweep.run_sweep(base, [0, 1], root, **kw)
@@ -73,6 +77,11 @@ def test_sweep_resumes_without_rerunning_finished_trials(tmp_path, data, monkeyp
         assert result["std"][key] == pytest.approx(np.std([p[key] for p in per], ddof=1))
     on_disk = json.load(open(os.path.join(root, "results.json")))
     assert on_disk["mean"] == pytest.approx(result["mean"]) and on_disk["std_ddof"] == 1
+    # Every score of the same networks, summarised the same way.
+    assert result["objective"] == "cac" and result["score"] == "cac"
+    for name in ("cac", "msp", "energy", "knn"):
+        assert result["scores"][name]["mean"]["auroc"] == pytest.approx(np.mean([p["scores"][name]["auroc"] for p in per]))
+    assert "Every score of the same 2 networks" in sweep.sweep_markdown(result)
     assert on_disk["config"]["epochs"] == [2, 1] and on_disk["config"]["workdir"] is None
     assert "mean ± std" in open(os.path.join(root, "results.md")).read()
     with open(os.path.join(root, "roc.png"), "rb") as f:
@@ -89,7 +98,7 @@ def test_sweep_resumes_without_rerunning_finished_trials(tmp_path, data, monkeyp
 def test_sweep_command_line():
     parse = cli.build_parser().parse_args
     args = parse(["sweep", "--method", "all", "--trials", "0,2", "--epochs", "1,1"])
-    assert args.method == list(config.METHODS) and args.trials == [0, 2] and args.experiment == "digits"
+    assert args.method == list(config.ALL_OBJECTIVES) and args.trials == [0, 2] and args.experiment == "digits"
     assert parse(["sweep"]).method == ["cac"] and parse(["sweep"]).trials == [0, 1, 2, 3, 4]
     assert parse(["sweep", "--method", "cac,ce_msp"]).method == ["cac", "ce_msp"]
     with pytest.raises(SystemExit):
@@ -112,7 +121,7 @@ def test_parallel_sweep_trains_trials_in_processes_like_a_sequential_run(tmp_pat
     assert summary["mean"]["auroc"] == pytest.approx((per[0]["auroc"] + per[1]["auroc"]) / 2)
     # The child ran exactly what a run in this process runs.
     cfg = config.Config.from_dict(per[0]["config"]).replace(workdir=str(tmp_path / "sequential"))
-    here = train.run(cfg)
+    here = run_lib.run(cfg)
     assert here["accuracy"] == per[0]["accuracy"] and here["auroc"] == pytest.approx(per[0]["auroc"], abs=1e-6)
     # Run again: every trial is reused, nothing is trained.
     assert cli.main(args + ["--parallel", "2"]) == 0
@@ -120,7 +129,7 @@ def test_parallel_sweep_trains_trials_in_processes_like_a_sequential_run(tmp_pat
 
 
 def test_parallel_trials_report_a_failed_trial_with_its_log(tmp_path):
-    from cac_jax import parallel_trials
+    from cac_jax.runs import parallel_trials
 
     bad = config.get_experiment("digits").replace(batch_size=100_000, progress=False, workdir=str(tmp_path / "bad"))
     with pytest.raises(parallel_trials.TrialsFailed, match=r"(?s)trial 0: exit code 1.*batch_size=100000 exceeds"):
@@ -128,7 +137,7 @@ def test_parallel_trials_report_a_failed_trial_with_its_log(tmp_path):
 
 
 def test_parallel_trials_progress_reads_the_metrics_log(tmp_path):
-    from cac_jax import parallel_trials
+    from cac_jax.runs import parallel_trials
 
     cfg = config.get_experiment("digits").replace(workdir=str(tmp_path))
     assert parallel_trials.progress(cfg) == "starting"
@@ -151,7 +160,7 @@ def test_progress_command_lists_every_run_under_a_directory(tmp_path):
         config.save_config(config.get_experiment("digits").replace(trial=k, workdir="elsewhere"), str(run / "config.json"))
         if epochs:
             (run / "metrics.jsonl").write_text(json.dumps({"kind": "epoch", "stage": 1, "epoch": epochs}) + "\n")
-    out = subprocess.run([sys.executable, "-m", "cac_jax.parallel_trials", str(tmp_path)], capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "cac_jax.runs.parallel_trials", str(tmp_path)], capture_output=True,
                          text=True, check=True).stdout.splitlines()
     total = sum(config.get_experiment("digits").epochs)
     assert out == [f"{tmp_path / 'sweep' / 'trial0'}: stage 1 epoch 2/{total}", f"{tmp_path / 'sweep' / 'trial1'}: starting"]

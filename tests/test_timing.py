@@ -6,7 +6,8 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from cac_jax import timing, xla_setup
+from cac_jax.runtime import timing
+from cac_jax.runtime import xla_setup
 
 
 def test_sections_are_exclusive_and_compilation_is_taken_out():

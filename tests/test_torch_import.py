@@ -13,7 +13,9 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from benchmarks import torch_reference as ref  # noqa: E402
-from cac_jax import cli, models, torch_import  # noqa: E402
+from cac_jax import cli  # noqa: E402
+from cac_jax import models
+from cac_jax.runs import torch_import
 
 WEIGHTS = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "reference", "weights")
 MNIST_NPZ = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "mnist.npz")
@@ -130,7 +132,8 @@ def test_import_then_eval_end_to_end(tmp_path, capsys):
     assert (workdir / "scores.npz").exists() and (workdir / "roc.png").exists()
     # The original's evaluation of the same file on the same images (benchmarks.released_parity) agrees.
     from benchmarks import released_parity
-    from cac_jax import config, train
+    from cac_jax import config
+    from cac_jax.training import loop as train
 
     data = train.load_data(config.load_config(str(workdir / "config.json")))
     theirs = released_parity.torch_evaluate(str(pth), data)

@@ -7,7 +7,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from benchmarks import torch_reference as ref  # noqa: E402
-from cac_jax import losses, models  # noqa: E402
+from cac_jax.core import losses  # noqa: E402
+from cac_jax import models
 
 
 @pytest.mark.parametrize("n", [2, 6, 50])

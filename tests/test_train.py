@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 from _synthetic import synthetic_data, tiny_config
 
-from cac_jax import checkpoints, train
+from cac_jax.training import checkpoints
+from cac_jax.runs import run as run_lib
+from cac_jax.training import loop as train
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +29,7 @@ def _latest_params(workdir, cfg, data, stage):
 
 def test_run_end_to_end_writes_results(tmp_path, data):
     cfg = tiny_config(tmp_path / "w")
-    results = train.run(cfg, data)
+    results = run_lib.run(cfg, data)
     assert 0 <= results["accuracy"] <= 1 and 0 <= results["auroc"] <= 1
     on_disk = json.loads((tmp_path / "w" / "results.json").read_text())
     assert on_disk["accuracy"] == results["accuracy"] and on_disk["config"]["batch_size"] == 16
@@ -47,10 +49,10 @@ def test_run_end_to_end_writes_results(tmp_path, data):
         assert meta["finished"]
         np.testing.assert_array_equal(state.constants["anchors"]["centres"], 10 * np.eye(3))
     # Running the finished run again leaves it untouched.
-    with pytest.raises(train.WorkdirError, match="finished run"):
-        train.run(cfg, data)
-    with pytest.raises(train.WorkdirError, match="different config.*batch_size"):
-        train.run(cfg.replace(batch_size=8), data)
+    with pytest.raises(run_lib.WorkdirError, match="finished run"):
+        run_lib.run(cfg, data)
+    with pytest.raises(run_lib.WorkdirError, match="different config.*batch_size"):
+        run_lib.run(cfg.replace(batch_size=8), data)
 
 
 def test_stage_two_starts_from_stage_one_best(tmp_path, data):
@@ -133,7 +135,7 @@ def test_checkpoint_that_does_not_fit_is_a_clear_error(tmp_path, data):
 def test_non_finite_loss_stops_with_message(tmp_path, data):
     cfg = tiny_config(tmp_path, learning_rates=(1e30, 1e30), epochs=(3, 1), log_every_steps=1)
     with pytest.raises(train.TrainingDiverged, match="non-finite"):
-        train.run(cfg, data)
+        run_lib.run(cfg, data)
     store = checkpoints.StageCheckpoints(str(tmp_path), 1)
     meta = store.meta("latest")
     if meta is not None:  # whatever was saved before the divergence is finite
@@ -144,7 +146,7 @@ def test_non_finite_loss_stops_with_message(tmp_path, data):
 @pytest.mark.parametrize("method", ["cac_learnt", "ce_msp"])
 def test_other_methods_train(tmp_path, data, method):
     cfg = tiny_config(tmp_path, method=method, epochs=(1, 1))
-    results = train.run(cfg, data)
+    results = run_lib.run(cfg, data)
     assert 0 <= results["auroc"] <= 1
     if method == "cac_learnt":  # the learnt centres are trained
         state, _ = _latest_params(str(tmp_path), cfg, data, 2)

@@ -12,7 +12,8 @@ SCRIPT = textwrap.dedent("""
     import jax, numpy as np
     sys.path.insert(0, sys.argv[1])
     from _synthetic import synthetic_data, tiny_config
-    from cac_jax import train
+    from cac_jax.evaluation import evaluate
+    from cac_jax.training import loop as train
 
     assert jax.device_count() == 8, jax.devices()
     data = synthetic_data()
@@ -26,7 +27,7 @@ SCRIPT = textwrap.dedent("""
             state, sums = ctx.train_step(state, sums, *args)
         assert len(state.params["classify"]["kernel"].sharding.device_set) == n
         finals.append(jax.device_get(state))
-        logits.append(train.evaluate.compute_logits(ctx.model, state.variables(), data.test_known.images,
+        logits.append(evaluate.compute_logits(ctx.model, state.variables(), data.test_known.images,
                       mesh=ctx.mesh, image_size=8, mean=data.mean, std=data.std, batch_size=20))
     for a, b in zip(jax.tree.leaves(finals[0]), jax.tree.leaves(finals[1])):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)

@@ -46,7 +46,7 @@ def roc_points(known_scores, unknown_scores) -> tuple[np.ndarray, np.ndarray]:
 
 def plot_roc(path: str, curves: list[tuple[str, np.ndarray, np.ndarray]], title: str = "ROC (unknown = positive)") -> str:
     """One ROC curve per (label, known_scores, unknown_scores), with the chance diagonal."""
-    from cac_jax import metrics
+    from cac_jax.core import metrics
 
     fig = _figure(5.0, 5.0)
     ax = fig.add_subplot()
@@ -60,16 +60,41 @@ def plot_roc(path: str, curves: list[tuple[str, np.ndarray, np.ndarray]], title:
     return _save(fig, path)
 
 
+def symlog_bins(values: np.ndarray, count: int = 50) -> tuple[np.ndarray, float]:
+    """(bin edges equally spaced on a symmetric-log axis, its linear threshold): the scores of confident knowns
+    crowd near 0 (CAC, MSP) and would fill one bar of a linear histogram."""
+    values = np.asarray(values, np.float64)
+    magnitude = np.abs(values[values != 0])
+    linthresh = float(np.quantile(magnitude, 0.02)) if len(magnitude) else 1.0
+    linthresh = max(linthresh, 1e-30)
+
+    def forward(x):
+        return np.sign(x) * np.log1p(np.abs(x) / linthresh)
+
+    def inverse(y):
+        return np.sign(y) * linthresh * np.expm1(np.abs(y))
+
+    lo, hi = forward(values.min()), forward(values.max())
+    if hi <= lo:
+        return np.array([values.min() - 0.5, values.max() + 0.5]), linthresh
+    edges = inverse(np.linspace(lo, hi, count + 1))
+    edges[0], edges[-1] = values.min(), values.max()  # exactly: the round trip may miss them by an ulp
+    return edges, linthresh
+
+
 def plot_score_hist(path: str, known_scores, unknown_scores, method: str = "") -> str:
-    """Overlaid density histograms of the open-set score of the known and unknown test images."""
+    """Histograms of the open-set score of the known and unknown test images (fraction of each set per bin)
+    on a symmetric-log axis (:func:`symlog_bins`)."""
     fig = _figure()
     ax = fig.add_subplot()
-    both = np.concatenate([known_scores, unknown_scores])
-    bins = np.linspace(both.min(), both.max(), 51) if both.max() > both.min() else 10
-    ax.hist(known_scores, bins=bins, density=True, alpha=0.6, label=f"known ({len(known_scores)})")
-    ax.hist(unknown_scores, bins=bins, density=True, alpha=0.6, label=f"unknown ({len(unknown_scores)})")
-    ax.set(xlabel=f"open-set score{f' ({method})' if method else ''}; larger = unknown", ylabel="density",
-           title="open-set score of the test images")
+    known, unknown = np.asarray(known_scores, np.float64), np.asarray(unknown_scores, np.float64)
+    bins, linthresh = symlog_bins(np.concatenate([known, unknown]))
+    for values, name in ((known, "known"), (unknown, "unknown")):
+        ax.hist(values, bins=bins, weights=np.full(len(values), 1.0 / max(len(values), 1)), alpha=0.6,
+                label=f"{name} ({len(values)})")
+    ax.set_xscale("symlog", linthresh=linthresh)
+    ax.set(xlabel=f"open-set score{f' ({method})' if method else ''}; larger = unknown (symlog axis)",
+           ylabel="fraction of the set", title="open-set score of the test images")
     ax.legend()
     return _save(fig, path)
 
@@ -160,10 +185,14 @@ def plot_training_curves(path: str, records: list[dict]) -> str:
 
 
 def write_run_plots(workdir: str, out) -> list[str]:
-    """The four plots of one run (training curves only when ``metrics.jsonl`` exists); returns their paths."""
+    """The four plots of one run (ROC curves of every score; the histogram of the method's own; training
+    curves only when ``metrics.jsonl`` exists); returns their paths."""
+    own = out.score or out.method
+    curves = [(f"{own} (the method's own)", out.known_scores, out.unknown_scores)]
+    curves += [(name, v["known_scores"], v["unknown_scores"]) for name, v in out.scores.items() if name != own]
     written = [
-        plot_roc(os.path.join(workdir, "roc.png"), [(out.method, out.known_scores, out.unknown_scores)]),
-        plot_score_hist(os.path.join(workdir, "score_hist.png"), out.known_scores, out.unknown_scores, out.method),
+        plot_roc(os.path.join(workdir, "roc.png"), curves, title="ROC of every score (unknown = positive)"),
+        plot_score_hist(os.path.join(workdir, "score_hist.png"), out.known_scores, out.unknown_scores, own),
         plot_logit_pca(os.path.join(workdir, "logit_pca.png"), out),
     ]
     log = os.path.join(workdir, "metrics.jsonl")

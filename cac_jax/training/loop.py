@@ -21,7 +21,7 @@ that read is also where a non-finite loss stops the run (the last checkpoint sta
 Validation runs over validation batches kept on the devices, as one compiled loop. The best state so far
 is a copy on the device; checkpoints (``latest`` every ``checkpoint_every_epochs`` epochs and at the end
 of a stage, carrying the best state; ``best`` at the end of a stage) are written in the background
-(:mod:`cac_jax.checkpoints`).
+(:mod:`cac_jax.training.checkpoints`).
 """
 
 from __future__ import annotations
@@ -38,23 +38,16 @@ import numpy as np
 import optax
 from tqdm import tqdm
 
-from cac_jax import checkpoints, distributed, evaluate, models, objectives, timing, train_state, xla_setup
-from cac_jax import mesh as mesh_lib
-from cac_jax.config import Config, save_config
-from cac_jax.run_log import RunLog
-
-# Config fields that may differ when a run in an existing work directory is resumed or re-evaluated.
-RESUMABLE_CHANGES = ("workdir", "progress", "log_every_steps", "checkpoint_every_steps", "checkpoint_every_epochs",
-                     "data_dir", "npz_path",
-                     "manual_dir", "num_devices", "distributed", "eval_batch_size", "stages", "tensorboard")
-
+from cac_jax import models
+from cac_jax.config import Config
+from cac_jax.runtime import distributed, timing
+from cac_jax.training import checkpoints, objectives
+from cac_jax.training import mesh as mesh_lib
+from cac_jax.training import state as train_state
+from cac_jax.training.run_log import RunLog
 
 class TrainingDiverged(RuntimeError):
     """The training loss became NaN or infinite."""
-
-
-class WorkdirError(RuntimeError):
-    """The work directory holds another run, or already the finished results of this one."""
 
 
 @dataclasses.dataclass
@@ -84,7 +77,7 @@ class Context:
         """(images, labels, mask): the padded validation batches, arrays (batches, batch, ...) on the devices."""
         val = self.data.val
         labels = np.asarray(val.labels, np.int32)
-        batches = list(evaluate.eval_batches(len(labels), evaluate.eval_batch_size(self.cfg.eval_batch_size, self.mesh)))
+        batches = list(mesh_lib.eval_batches(len(labels), mesh_lib.eval_batch_size(self.cfg.eval_batch_size, self.mesh)))
         return mesh_lib.put_batches(self.mesh, np.stack([val.images[i] for i, _ in batches]),
                                     np.stack([labels[i] for i, _ in batches]), np.stack([m for _, m in batches]))
 
@@ -437,106 +430,3 @@ def checkpoint_variables(ctx: Context, stage: int, kind: str = "best") -> dict:
     state, _ = store.restore(kind, initial_state(ctx), ctx.signature)
     store.close()
     return state.variables()
-
-
-def config_diffs(old: dict, cfg: Config) -> list[str]:
-    """``"field: old -> new"`` for every field of ``cfg`` that differs from the saved config ``old``, except
-    the ones a resumed run may change (RESUMABLE_CHANGES)."""
-    return [f"{k}: {old.get(k)!r} -> {v!r}" for k, v in cfg.to_dict().items()
-            if k not in RESUMABLE_CHANGES and old.get(k) != v]
-
-
-def check_workdir(cfg: Config) -> None:
-    """Refuse to mix runs: an existing config.json must match (up to RESUMABLE_CHANGES), and a run whose
-    requested stages are all finished and evaluated is not retrained (its results are never overwritten)."""
-    workdir = cfg.resolved_workdir
-    path = os.path.join(workdir, "config.json")
-    if os.path.exists(path):
-        with open(path) as f:
-            diffs = config_diffs(json.load(f), cfg)
-        if diffs:
-            raise WorkdirError(f"{workdir} holds a run with a different config ({'; '.join(diffs)}); "
-                                   f"choose another --workdir")
-    if os.path.exists(os.path.join(workdir, "results.json")):
-        metas = [checkpoints.StageCheckpoints(workdir, s).meta("latest") for s in stages_to_run(cfg)]
-        if all(m is not None and m["finished"] for m in metas):
-            raise WorkdirError(f"{workdir} already holds a finished run (results.json); its results are kept. "
-                                   f"Re-evaluate it with `cac-jax eval --workdir {workdir}`, or train into another "
-                                   f"--workdir")
-
-
-def write_results(workdir: str, results: dict) -> str:
-    """Write results.json; an existing one is renamed results.<n>.json, never overwritten."""
-    path = os.path.join(workdir, "results.json")
-    if not distributed.is_primary():
-        return path
-    if os.path.exists(path):
-        n = 1
-        while os.path.exists(os.path.join(workdir, f"results.{n}.json")):
-            n += 1
-        os.rename(path, os.path.join(workdir, f"results.{n}.json"))
-    with open(path, "w") as f:
-        json.dump(results, f, indent=2, sort_keys=True)
-        f.write("\n")
-    return path
-
-
-def evaluate_run(ctx: Context, *, stage: int | None = None, kind: str = "best"):
-    """(results, per-sample outputs) of the ``kind`` checkpoint of ``stage`` (default: the best checkpoint
-    of the last configured stage)."""
-    stage = stage or stages_to_run(ctx.cfg)[-1]
-    results, outputs = evaluate.evaluate(ctx.model, checkpoint_variables(ctx, stage, kind), ctx.data, ctx.cfg, ctx.mesh)
-    results.update(stage=stage, checkpoint=kind, config=ctx.cfg.to_dict(), num_devices=int(ctx.mesh.devices.size),
-                   runtime=xla_setup.runtime_info())
-    return results, outputs
-
-
-def write_scores_and_plots(workdir: str, outputs) -> None:
-    """The per-sample test outputs (scores.npz) and the run's plots."""
-    if distributed.is_primary():
-        evaluate.save_outputs(os.path.join(workdir, evaluate.SCORES_FILE), outputs)
-        from cac_jax import plots  # matplotlib only once training is over
-
-        plots.write_run_plots(workdir, outputs)
-
-
-def write_outputs(workdir: str, results: dict, outputs) -> str:
-    """:func:`write_scores_and_plots`, then results.json (:func:`write_results`), last, as the mark of a
-    finished evaluation."""
-    write_scores_and_plots(workdir, outputs)
-    return write_results(workdir, results)
-
-
-def run(cfg: Config, data=None, *, max_steps: int | None = None) -> dict | None:
-    """Train (or resume) and evaluate; writes config.json, metrics.jsonl, scores.npz, the plots and
-    results.json into the workdir. ``results["timings"]`` says where the time went (:mod:`cac_jax.timing`).
-
-    Returns the results dict, or None when stopped early by ``max_steps``."""
-    distributed.initialize(distributed.Options(auto=cfg.distributed))
-    t0 = time.perf_counter()
-    timings = timing.Timings()
-    workdir = cfg.resolved_workdir
-    with timings.active():
-        with timings.section("setup"):
-            agree_on_run(cfg)
-            check_workdir(cfg)
-            distributed.barrier("work directory checked")  # nobody reads config.json while process 0 writes it
-            if distributed.is_primary():
-                os.makedirs(workdir, exist_ok=True)
-                save_config(cfg, os.path.join(workdir, "config.json"))
-        with timings.section("data"):
-            data = data if data is not None else load_data(cfg)
-            agree_on_run(cfg, data)
-        with timings.section("setup"):
-            ctx = make_context(cfg, data, timings=timings)
-        if not train(ctx, max_steps=max_steps):
-            return None
-        with timings.section("evaluate"):
-            results, outputs = evaluate_run(ctx)
-        with timings.section("outputs"):
-            write_scores_and_plots(workdir, outputs)
-    results["workdir"] = os.path.abspath(workdir)
-    results["timings"] = timings.as_dict(time.perf_counter() - t0)
-    results["total_seconds"] = results["timings"]["total"]
-    write_results(workdir, results)
-    return results

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cac_jax import validation
+from cac_jax.core import validation
 
 
 def anchors(num_classes, alpha=10.0, dtype=jnp.float32):

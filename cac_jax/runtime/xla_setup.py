@@ -1,4 +1,4 @@
-"""The XLA CPU settings cac-jax trains with, and what a run records about the backend it ran on.
+"""The XLA settings cac-jax runs with: CPU flags, and JAX's persistent compilation cache.
 
 jaxlib 0.10 hands CPU convolutions to YNNPACK (YNN fusions of type "individual_convolution"). For the
 3x3 convolutions of the CAC network XLA's own (Eigen) convolution is much faster; on this repository's
@@ -6,15 +6,15 @@ jaxlib 0.10 hands CPU convolutions to YNNPACK (YNN fusions of type "individual_c
 101 / 101 / 312 ms with YNNPACK and 49 / 50 / 87 ms without, and the CIFAR train step 1489 ms against
 793 ms. XLA's own loops (batch norm, activations, their gradients) are emitted for 256-bit vectors by
 default; 512-bit vectors, where the CPU has them, take the step a further 0-2% down (687 -> 674 ms,
-median of 12 interleaved rounds, before cac_jax.host_malloc; 1.3-1.8% after it in
-``python -m benchmarks.cpu_settings_ab``; it changes no result: the same operations in the same order). So importing
-``cac_jax`` adds
+median of 12 interleaved rounds, before cac_jax.runtime.host_malloc; 1.3-1.8% after it in
+``python -m benchmarks.cpu_settings_ab``; it changes no result: the same operations in the same order). So
+:func:`apply` (called by :func:`cac_jax.runtime.configure`, never on import) adds
 
     --xla_cpu_experimental_ynn_fusion_type=-individual_convolution --xla_cpu_prefer_vector_width=512
 
 to ``XLA_FLAGS``, which affects only the CPU backend. Limits, all deliberate:
 
-* XLA reads ``XLA_FLAGS`` once, when JAX's first backend starts. Importing cac_jax after JAX has run a
+* XLA reads ``XLA_FLAGS`` once, when JAX's first backend starts. Applying them after JAX has run a
   computation is too late: then the environment is left as it is (so a run's recorded ``xla_flags``
   stay true) and a warning says that the settings are not in effect.
 * The YNN flag is experimental and an unknown flag value aborts the process, so the flags are added only
@@ -26,11 +26,10 @@ to ``XLA_FLAGS``, which affects only the CPU backend. Limits, all deliberate:
 from __future__ import annotations
 
 import os
-import sys
 import warnings
 from importlib import metadata
 
-from cac_jax import host_malloc
+from cac_jax.runtime import backends
 
 FAST_CPU_FLAGS = ("--xla_cpu_experimental_ynn_fusion_type=-individual_convolution",
                   "--xla_cpu_prefer_vector_width=512")
@@ -55,10 +54,10 @@ def apply(environ=os.environ) -> None:
     flags = with_fast_cpu_flags(current, version)
     if flags == current:
         return
-    if _jax_backends_started():
-        warnings.warn(f"cac_jax was imported after JAX started its backends, so XLA has read XLA_FLAGS already and "
-                      f"{' '.join(FAST_CPU_FLAGS)} is not in effect: CPU training runs about 2x slower. Import "
-                      f"cac_jax before the first JAX computation, or put the flag into XLA_FLAGS yourself.",
+    if backends.started():
+        warnings.warn(f"cac_jax.runtime.configure() ran after JAX started its backends, so XLA has read XLA_FLAGS "
+                      f"already and {' '.join(FAST_CPU_FLAGS)} is not in effect: CPU training runs about 2x slower. "
+                      f"Call it before the first JAX computation, or put the flag into XLA_FLAGS yourself.",
                       RuntimeWarning, stacklevel=3)
         return
     environ["XLA_FLAGS"] = flags
@@ -93,22 +92,3 @@ def enable_compilation_cache(environ=os.environ) -> str | None:
     jax.config.update("jax_compilation_cache_dir", path)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     return path
-
-
-def _jax_backends_started() -> bool:
-    if "jax" not in sys.modules:  # cheap and the usual case: nothing can have started
-        return False
-    from jax._src import xla_bridge  # no public API says whether a backend exists yet
-
-    started = getattr(xla_bridge, "backends_are_initialized", None)
-    return bool(started and started())
-
-
-def runtime_info() -> dict:
-    """Versions, backend and XLA flags, stored with every result so timings and numbers can be traced."""
-    import jax
-
-    return {"jax": jax.__version__, "jaxlib": metadata.version("jaxlib"), "backend": jax.default_backend(),
-            "device_kind": jax.devices()[0].device_kind, "device_count": jax.device_count(),
-            "process_count": jax.process_count(), "xla_flags": os.environ.get("XLA_FLAGS", ""),
-            "malloc": host_malloc.in_effect()}

@@ -5,7 +5,7 @@ kernels, and between them sit per-step host work, validation and checkpoint writ
 Processes that share the GPU fill each other's gaps, so N trials at once finish a sweep sooner than N
 one after another. On a CPU, where one process already uses every core, they gain nothing.
 
-Each child is an ordinary :func:`cac_jax.train.run` of one config: it writes the usual run directory,
+Each child is an ordinary :func:`cac_jax.runs.run.run` of one config: it writes the usual run directory,
 its console output goes to ``<workdir>/train.log``, and a sweep that is stopped resumes every trial
 from its latest checkpoint. JAX would let each process take 75% of the GPU memory, so a child whose
 environment does not set ``XLA_PYTHON_CLIENT_MEM_FRACTION`` gets an equal share of 90% of it.
@@ -24,8 +24,9 @@ LOG_FILE = "train.log"
 GPU_MEMORY_SHARED = 0.9
 
 
-def _child(cfg_dict: dict, mem_fraction: float) -> None:
-    """Entry point of one trial's process (spawned: no JAX state inherited from the parent)."""
+def _child(cfg_dict: dict, mem_fraction: float, imports: Sequence[str] = ()) -> None:
+    """Entry point of one trial's process (spawned: no JAX state inherited from the parent): the settings of
+    the ``cac-jax`` command, the modules it was asked to import (scores of one's own), then the trial."""
     from cac_jax.config import Config
 
     cfg = Config.from_dict(cfg_dict)
@@ -35,15 +36,20 @@ def _child(cfg_dict: dict, mem_fraction: float) -> None:
         os.dup2(f.fileno(), 2)
     # Read when JAX first starts a GPU backend, which happens below, after this line.
     os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", f"{mem_fraction:.3f}")
-    from cac_jax import cli
+    from cac_jax import runtime
+    from cac_jax.runs import run
 
-    cli.train_and_report(cfg)
+    runtime.configure()
+    for module in imports:
+        run.import_user_module(module)
+
+    run.train_and_report(cfg)
 
 
 def progress(cfg) -> str:
     """Where a running trial stands, from its metrics log: ``"stage 1 epoch 12/70"`` (epochs of both stages).
 
-    ``python -m cac_jax.parallel_trials DIR...`` prints it for every run under the DIRs (any run, not only a sweep's)."""
+    ``python -m cac_jax.runs.parallel_trials DIR...`` prints it for every run under the DIRs (any run, not only a sweep's)."""
     path = os.path.join(cfg.resolved_workdir, "metrics.jsonl")
     last = None
     if os.path.exists(path):
@@ -72,7 +78,7 @@ class TrialsFailed(RuntimeError):
 
 
 def run_trials(cfgs: Sequence, parallel: int, *, log: Callable[[str], None] = print,
-               poll_seconds: float = 60.0) -> dict[int, dict]:
+               poll_seconds: float = 60.0, imports: Sequence[str] = ()) -> dict[int, dict]:
     """Train and evaluate every config, ``parallel`` at a time, each in a spawned process.
 
     Returns ``{trial: results}`` read from each run's results.json. Raises :class:`TrialsFailed` naming
@@ -89,7 +95,7 @@ def run_trials(cfgs: Sequence, parallel: int, *, log: Callable[[str], None] = pr
             while pending and len(running) < parallel:
                 cfg = pending.pop(0)
                 os.makedirs(cfg.resolved_workdir, exist_ok=True)
-                proc = ctx.Process(target=_child, args=(cfg.to_dict(), share), name=f"trial{cfg.trial}")
+                proc = ctx.Process(target=_child, args=(cfg.to_dict(), share, tuple(imports)), name=f"trial{cfg.trial}")
                 proc.start()
                 running[cfg.trial] = (proc, cfg)
                 log(f"{cfg.method} trial {cfg.trial}: training in {cfg.resolved_workdir} (process {proc.pid}, "

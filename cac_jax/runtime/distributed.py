@@ -1,7 +1,7 @@
 """Several processes, one job: JAX's distributed runtime, and what cac-jax agrees on through it.
 
 A multi-host run starts the same command on every host (or every process of a local trial, see
-:mod:`cac_jax.launch`); :func:`initialize` connects it to JAX's coordination service, either from
+:mod:`cac_jax.runs.launch`); :func:`initialize` connects it to JAX's coordination service, either from
 explicit ``--coordinator HOST:PORT --num-processes N --process-id I`` or, with ``--set distributed=true``,
 from what ``jax.distributed.initialize()`` detects by itself (SLURM, Open MPI, Cloud TPU). CPU processes
 exchange their collectives through gloo; GPUs and TPUs use their own.

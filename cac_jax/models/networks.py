@@ -1,6 +1,6 @@
 """The networks: the original CAC encoder (SPEC.md §3), a small digits encoder, and three heads.
 
-Encoder blocks are 3x3 convolutions without bias (``cac_jax.conv``: a faster CPU gradient for stride
+Encoder blocks are 3x3 convolutions without bias (``cac_jax.models.conv``: a faster CPU gradient for stride
 2), each followed by BatchNorm (PyTorch eps 1e-5 and momentum 0.1, i.e. Flax ``momentum=0.9``) and
 LeakyReLU(0.2); the last convolution of every block
 has stride 2 and the block ends with channel dropout (PyTorch ``Dropout2d``). The feature map is
@@ -26,7 +26,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from cac_jax import conv, losses
+from cac_jax.models import conv
+from cac_jax.core import losses
 
 # Channel widths per block; the last conv of each block has stride 2.
 CAC_CNN_WIDTHS = ((64, 64, 128), (128, 128, 128), (128, 128, 128))
@@ -60,7 +61,9 @@ class Encoder(nn.Module):
 
 
 class OpenSetClassifier(nn.Module):
-    """Encoder -> Linear(N) -> head. Returns ``(logits, distances)``; distances is None for "softmax"."""
+    """Encoder -> Linear(N) -> head. Returns ``(logits, distances)``, distances None for "softmax"; with
+    ``with_features=True`` ``(logits, distances, features)``, features the flattened encoder output (the
+    penultimate activations the linear layer sees)."""
 
     num_classes: int
     widths: Sequence[Sequence[int]] = CAC_CNN_WIDTHS
@@ -70,12 +73,13 @@ class OpenSetClassifier(nn.Module):
     dtype: jnp.dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x, *, train: bool = False):
+    def __call__(self, x, *, train: bool = False, with_features: bool = False):
         features = Encoder(self.widths, self.dropout, self.dtype, name="encoder")(x, train=train)
         logits = nn.Dense(self.num_classes, kernel_init=_dense_init, bias_init=nn.initializers.zeros,
                           dtype=self.dtype, name="classify")(features).astype(jnp.float32)
+        extra = (features,) if with_features else ()
         if self.head == "softmax":
-            return logits, None
+            return logits, None, *extra
         init = lambda *_: losses.anchors(self.num_classes, self.alpha)  # noqa: E731
         if self.head == "anchors":
             centres = self.variable("anchors", "centres", init).value
@@ -83,16 +87,16 @@ class OpenSetClassifier(nn.Module):
             centres = self.param("centres", init)
         else:
             raise ValueError(f"head={self.head!r} is not one of {HEADS}")
-        return logits, losses.distances(logits, centres)
+        return logits, losses.distances(logits, centres), *extra
 
 
 def head_for_method(method: str) -> str:
-    """CAC trains against fixed anchors, cac_learnt against learnt centres, ce_* with softmax."""
+    """CAC trains against fixed anchors, cac_learnt against learnt centres, ce and ce_* with softmax."""
     if method == "cac":
         return "anchors"
     if method == "cac_learnt":
         return "learnt"
-    if method.startswith("ce_"):
+    if method == "ce" or method.startswith("ce_"):
         return "softmax"
     raise ValueError(f"unknown method {method!r}")
 

@@ -4,7 +4,7 @@ XLA's CPU convolutions (Eigen) allocate their packing buffers with ``malloc`` on
 CIFAR network at batch 128, 34-402 MB blocks, about 1.5 GB per step. glibc serves blocks that large with
 a fresh ``mmap`` and gives them back with ``munmap`` on ``free``, so every step the kernel zero-fills and
 maps ~100,000 new pages: on this repository's 2-core CPU, 0.17-0.19 s of system time per 0.73 s step.
-Importing ``cac_jax`` therefore
+:func:`apply` (called by :func:`cac_jax.runtime.configure`, never on import) therefore
 
 * calls ``mallopt(M_MMAP_MAX, 0)``: the main arena serves every block from its ``brk`` heap, which can
   hold blocks of any size, and ``mallopt(M_TRIM_THRESHOLD, 2 GiB - 1)``: freed memory stays in that heap
@@ -29,12 +29,8 @@ and JAX calls on the CPU return when their result is ready instead of at once. L
 * Only where JAX computes on the CPU, the case it was measured on: not when ``JAX_PLATFORMS`` names an
   accelerator first, or, without ``JAX_PLATFORMS``, a PJRT plugin or libtpu is installed.
 * glibc only (Linux); elsewhere nothing is done.
-* JAX reads the dispatch setting when it starts its CPU backend. ``import cac_jax`` stays free of JAX,
-  so the setting is made then only if JAX is imported already, and otherwise when :mod:`cac_jax.mesh`
-  (through which every training, evaluation and benchmark step is placed) imports it; a first JAX
-  computation before that leaves dispatch asynchronous, with a warning, and the run record says so. A
-  script that starts JAX itself calls :func:`dispatch_on_calling_thread` first (as ``benchmarks.vs_pytorch``
-  does).
+* JAX reads the dispatch setting when it starts its CPU backend: :func:`apply` after a first JAX
+  computation leaves glibc and the dispatch as they are, with a warning, and the run record says so.
 * ``CAC_JAX_MALLOC=system`` in the environment leaves glibc and JAX's dispatch as they are.
 
 Every run records the outcome (``runtime.malloc`` in ``results.json``).
@@ -45,8 +41,9 @@ from __future__ import annotations
 import ctypes
 import importlib.util
 import os
-import sys
 import warnings
+
+from cac_jax.runtime import backends
 
 ENV = "CAC_JAX_MALLOC"
 # mallopt parameter numbers from glibc's <malloc.h>.
@@ -74,7 +71,7 @@ def _glibc():
     return libc
 
 
-_in_effect = "system: cac_jax.host_malloc.apply() not called"
+_in_effect = "system: cac_jax.runtime.host_malloc.apply() not called"
 
 
 def in_effect() -> str:
@@ -83,28 +80,27 @@ def in_effect() -> str:
 
 
 def apply(environ=os.environ) -> str:
-    """Make :data:`SETTINGS` where JAX will compute on the CPU and ``environ`` does not opt out, and :data:`DISPATCH`
-    now if JAX is imported already, else when :mod:`cac_jax.mesh` imports it (``import cac_jax`` itself must stay
-    free of JAX); returns (and remembers) the outcome: "heap: ...", "partial: ..." or "system: <why>"."""
+    """Make :data:`SETTINGS` and :data:`DISPATCH` where JAX will compute on the CPU and ``environ`` does not opt
+    out; returns (and remembers) the outcome: "heap: ...", "partial: ..." or "system: <why>"."""
     global _in_effect
+    if _in_effect.startswith("heap"):  # applied already
+        return _in_effect
     _in_effect = _apply(environ)
-    if _in_effect.startswith("heap") and "jax" in sys.modules:
+    if _in_effect.startswith("heap"):
         dispatch_on_calling_thread()
     return _in_effect
 
 
 def dispatch_on_calling_thread() -> None:
-    """The second half of :func:`apply`, once JAX is imported: single-device CPU computations on the calling thread."""
+    """The second half of :func:`apply`: single-device CPU computations on the calling thread."""
     global _in_effect
     if not _in_effect.startswith("heap") or _in_effect.endswith(DISPATCH[0] + "=False"):
         return
-    from cac_jax import xla_setup
-
-    if xla_setup._jax_backends_started():
+    if backends.started():
         _in_effect += f" ({DISPATCH[0]} left True: JAX's backends started before cac_jax could set it)"
         warnings.warn(f"JAX started its backends before cac_jax could set {DISPATCH[0]}=False, so single-device "
-                      "CPU steps mmap their convolutions' scratch memory afresh (~13% slower). Import cac_jax.mesh, "
-                      "or call cac_jax.host_malloc.dispatch_on_calling_thread(), before the first JAX computation.",
+                      "CPU steps mmap their convolutions' scratch memory afresh (~13% slower). Call "
+                      "cac_jax.runtime.configure() before the first JAX computation.",
                       RuntimeWarning, stacklevel=2)
         return
     import jax
@@ -123,10 +119,10 @@ def _apply(environ) -> str:
     elsewhere = _not_on_the_cpu(environ)
     if elsewhere:
         return f"system: {elsewhere}"
-    from cac_jax import xla_setup
-
-    if xla_setup._jax_backends_started():
-        return "system: JAX's backends started before cac_jax was imported"
+    if backends.started():
+        warnings.warn("cac_jax.runtime.configure() ran after JAX started its backends: glibc's malloc and JAX's CPU "
+                      "dispatch are left as they are (CPU training ~13% slower)", RuntimeWarning, stacklevel=3)
+        return "system: JAX's backends started before cac_jax.runtime.configure()"
     libc = _glibc()
     if libc is None:
         return "system: not glibc"

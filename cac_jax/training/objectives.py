@@ -1,9 +1,10 @@
-"""Training objective and checkpoint-selection metric, both functions of the method.
+"""Training objectives and the checkpoint-selection metric, functions of the method (whose objective is
+``Config.objective``; how a trained network is scored is :mod:`cac_jax.evaluation.scores`).
 
 * ``cac``: L = lbda·L_A + L_T against fixed anchors alpha·I (``cac_loss`` fast path, anchors=None).
   Training accuracy is argmin of distance, which under one-hot anchors is argmax of the logits.
 * ``cac_learnt``: the same loss against the learnt centres (``params["centres"]``).
-* ``ce_*``: softmax cross-entropy on the logits; accuracy is argmax of the logits.
+* ``ce`` (and its shorthands ``ce_*``): softmax cross-entropy on the logits; accuracy is argmax of the logits.
 
 Checkpoint selection (SPEC.md §4): CAC methods keep the epoch with the lowest mean validation
 anchor loss (mean distance to the true-class anchor), ties going to the later epoch as the
@@ -15,7 +16,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import optax
 
-from cac_jax import losses
+from cac_jax.core import losses
 
 
 def is_cac(method: str) -> bool:

@@ -1,9 +1,13 @@
 """Sweeps: one method over several trials of one benchmark, run one after another and resumable.
 
+Every trial's network is scored by every score (:mod:`cac_jax.evaluation.scores`): the sweep keeps the
+method's own score at the top level and every score's mean and std under ``scores``, one row each in
+``results.md`` and in ``cac-jax report``.
+
 Layout: ``<sweep>/trial<k>/`` is an ordinary run directory (config.json, checkpoints, results.json,
 scores.npz, plots). A trial whose ``results.json`` exists is not rerun: its numbers are reused (after
 checking that it was made with the same config); an interrupted trial resumes from its latest checkpoint
-(:func:`cac_jax.train.run` does that). The sweep then writes ``<sweep>/results.json`` (per-trial
+(:func:`cac_jax.runs.run.run` does that). The sweep then writes ``<sweep>/results.json`` (per-trial
 metrics, their mean and std), ``<sweep>/results.md`` (the same as a Markdown table) and ``<sweep>/roc.png``
 (one ROC curve per trial).
 
@@ -20,9 +24,9 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from cac_jax import distributed
+from cac_jax.runtime import distributed
 from cac_jax.config import Config
-from cac_jax.evaluate import METRIC_KEYS, METRIC_NAMES
+from cac_jax.evaluation.evaluate import METRIC_KEYS, METRIC_NAMES, headline_score
 
 STD_DDOF = 1
 DEFAULT_TRIALS = (0, 1, 2, 3, 4)
@@ -46,10 +50,23 @@ def summarize(per_trial: Sequence[dict], keys: Sequence[str] = METRIC_KEYS) -> t
     return mean, std
 
 
+def summarize_scores(per_trial: Sequence[dict]) -> dict:
+    """{score: {"mean", "std"}} of every score that every trial has (see :func:`summarize`)."""
+    if not per_trial:
+        return {}
+    common = set.intersection(*(set(r.get("scores", {})) for r in per_trial))
+    ordered = [name for name in per_trial[0].get("scores", {}) if name in common]
+    out = {}
+    for name in ordered:
+        mean, std = summarize([r["scores"][name] for r in per_trial])
+        out[name] = {"mean": mean, "std": std}
+    return out
+
+
 def _reusable_results(cfg: Config) -> dict | None:
     """The trial's finished results, or None when it has none yet; a ValueError when they come from a
     different config (another sweep in the same directory)."""
-    from cac_jax.train import config_diffs
+    from cac_jax.runs.run import config_diffs
 
     path = os.path.join(cfg.resolved_workdir, "results.json")
     if not os.path.exists(path):
@@ -69,12 +86,13 @@ def _reusable_results(cfg: Config) -> dict | None:
 
 def run_sweep(base: Config, trials: Sequence[int] = DEFAULT_TRIALS, workdir: str | None = None, *,
               load_data: Callable[[Config], object] | None = None, parallel: int = 1,
-              log: Callable[[str], None] = print) -> dict:
+              log: Callable[[str], None] = print, imports: Sequence[str] = ()) -> dict:
     """Train and evaluate ``base`` on every trial (skipping finished ones), then write the sweep's
     results.json, results.md and roc.png into ``workdir``. ``load_data(cfg)`` supplies a trial's data
     (default: the config's own data). ``parallel`` > 1 trains that many trials at once, each in its own
-    process (:mod:`cac_jax.parallel_trials`; they load their own data). Returns the sweep results."""
-    from cac_jax import train
+    process (:mod:`cac_jax.runs.parallel_trials`; they load their own data). Returns the sweep results."""
+    from cac_jax.runs import run as run_lib
+    from cac_jax.training import loop as train
 
     if not trials:
         raise ValueError("a sweep needs at least one trial")
@@ -94,24 +112,27 @@ def run_sweep(base: Config, trials: Sequence[int] = DEFAULT_TRIALS, workdir: str
         if done[k] is not None:
             log(f"{base.method} trial {k}: finished before, reusing {cfgs[k].resolved_workdir}/results.json")
     if parallel > 1 and len(todo) > 1:
-        from cac_jax import parallel_trials
+        from cac_jax.runs import parallel_trials
 
         train.load_data(cfgs[todo[0]])  # prepares and checks the data once: no race, and one clear error
-        done.update(parallel_trials.run_trials([cfgs[k] for k in todo], parallel, log=log))
+        done.update(parallel_trials.run_trials([cfgs[k] for k in todo], parallel, log=log,
+                                                imports=imports))
     else:
         for k in todo:
             log(f"{base.method} trial {k}: training in {cfgs[k].resolved_workdir}")
-            done[k] = train.run(cfgs[k], load_data(cfgs[k]) if load_data else None)
+            done[k] = run_lib.run(cfgs[k], load_data(cfgs[k]) if load_data else None)
     per_trial = []
     for k in trials:
         results = done[k]
         log(f"{base.method} trial {k}: " + "  ".join(f"{METRIC_NAMES[m]} {results[m]:.4f}" for m in METRIC_KEYS))
-        per_trial.append({"trial": k, **{m: results[m] for m in METRIC_KEYS},
+        valid = {name: m for name, m in results.get("scores", {}).items() if "error" not in m}
+        per_trial.append({"trial": k, **{m: results[m] for m in METRIC_KEYS}, "scores": valid,
                           "workdir": os.path.abspath(cfgs[k].resolved_workdir)})
     mean, std = summarize(per_trial)
-    sweep = {"experiment": base.experiment, "dataset": base.dataset, "method": base.method, "trials": list(trials),
+    sweep = {"experiment": base.experiment, "dataset": base.dataset, "method": base.method,
+             "objective": base.objective, "score": headline_score(base.method), "trials": list(trials),
              "per_trial": per_trial, "mean": mean, "std": std, "std_ddof": STD_DDOF,
-             "config": base.replace(workdir=None).to_dict()}
+             "scores": summarize_scores(per_trial), "config": base.replace(workdir=None).to_dict()}
     if distributed.is_primary():
         write_sweep(workdir, sweep)
     return sweep
@@ -126,6 +147,14 @@ def sweep_markdown(sweep: dict) -> str:
         lines.append(f"| {r['trial']} | " + " | ".join(f"{100 * r[m]:.2f}" for m in METRIC_KEYS) + " |")
     lines.append("| mean ± std | " + " | ".join(format_pm(sweep["mean"][m], sweep["std"][m]) for m in METRIC_KEYS)
                  + " |")
+    if sweep.get("scores"):
+        lines += ["", f"Every score of the same {len(sweep['per_trial'])} networks (mean ± std):", "",
+                  "| score | " + " | ".join(METRIC_NAMES[m] for m in METRIC_KEYS) + " |",
+                  "|" + " --- |" * (len(METRIC_KEYS) + 1)]
+        for name, s in sweep["scores"].items():
+            mark = " (the method's own)" if name == sweep.get("score") else ""
+            lines.append(f"| {name}{mark} | " + " | ".join(format_pm(s["mean"][m], s["std"][m]) for m in METRIC_KEYS)
+                         + " |")
     lines += ["", f"Metrics in %; ± is the sample standard deviation over trials (ddof={sweep.get('std_ddof', STD_DDOF)})."
               " FPR95: lower is better."]
     return "\n".join(lines) + "\n"
@@ -147,7 +176,8 @@ def write_sweep(workdir: str, sweep: dict) -> None:
 
 def write_sweep_roc(workdir: str, sweep: dict) -> str | None:
     """roc.png with one curve per trial that has saved test scores; None when none has."""
-    from cac_jax import evaluate, plots
+    from cac_jax.evaluation import evaluate
+    from cac_jax.runs import plots
 
     curves = []
     for r in sweep["per_trial"]:

@@ -11,17 +11,19 @@ logits, SPEC.md §2) and softmin(d) = softmax(-d):
 import jax
 import jax.numpy as jnp
 
-from cac_jax.losses import distances
+from cac_jax.core.losses import distances
 
 
 def one_minus_softmin(d):
-    """1 - softmin(d)_j for every j of d (B, N), accurate also where softmin_j ~ 1.
+    """1 - softmin(d)_j for every j of d (B, N), accurate also where softmin_j ~ 1 and at large distances.
 
     The naive 1 - p rounds to 0 for the nearest anchor of a confident sample, which would tie every
     such known at score 0. For the nearest anchor j* we use sum_{k != j*} softmin_k instead; for the
-    others p_j <= 1/2 and 1 - p_j has no cancellation.
+    others p_j <= 1/2 and 1 - p_j has no cancellation. The distances are shifted by their minimum before
+    the log-sum-exps: at distances ~150 the log-sum-exps themselves would be ~150 and their difference,
+    the exponent, would keep only about 1e-5 of relative precision.
     """
-    neg = -d
+    neg = -(d - jnp.min(d, axis=1, keepdims=True))
     total = jax.nn.logsumexp(neg, axis=1, keepdims=True)
     nearest = jax.nn.one_hot(jnp.argmax(neg, axis=1), d.shape[1], dtype=bool)
     others = jax.nn.logsumexp(jnp.where(nearest, -jnp.inf, neg), axis=1, keepdims=True)

@@ -17,8 +17,8 @@ import time
 from collections.abc import Sequence
 
 from cac_jax import config as config_lib
-from cac_jax import timing
-from cac_jax.checkpoints import KINDS
+from cac_jax.runtime import timing
+from cac_jax.training.checkpoints import KINDS
 
 
 def locate_checkpoint(path: str) -> tuple[str, int | None, str]:
@@ -45,7 +45,9 @@ def locate_checkpoint(path: str) -> tuple[str, int | None, str]:
 def evaluate_run_dir(workdir: str | None = None, *, checkpoint: str | None = None, config_path: str | None = None,
                      overrides: Sequence[str] = ()) -> tuple[dict, str]:
     """Evaluate a trained run and write its outputs; returns (results, path of results.json)."""
-    from cac_jax import distributed, train
+    from cac_jax.runtime import distributed
+    from cac_jax.runs import run as run_lib
+    from cac_jax.training import loop as train
 
     if checkpoint is None and workdir is None:
         raise ValueError("name a work directory (--workdir) or a checkpoint directory (--checkpoint)")
@@ -68,13 +70,13 @@ def evaluate_run_dir(workdir: str | None = None, *, checkpoint: str | None = Non
             data = train.load_data(cfg)
             train.agree_on_run(cfg, data)
         with timings.section("evaluate"):
-            results, outputs = train.evaluate_run(train.make_context(cfg, data, timings=timings), stage=stage,
+            results, outputs = run_lib.evaluate_run(train.make_context(cfg, data, timings=timings), stage=stage,
                                                   kind=kind)
         with timings.section("outputs"):
             if distributed.is_primary():
                 os.makedirs(out_dir, exist_ok=True)
-            train.write_scores_and_plots(out_dir, outputs)
+            run_lib.write_scores_and_plots(out_dir, outputs)
     results["workdir"] = os.path.abspath(out_dir)
     results["timings"] = timings.as_dict(time.perf_counter() - t0)
     results["total_seconds"] = results["timings"]["total"]
-    return results, train.write_results(out_dir, results)
+    return results, run_lib.write_results(out_dir, results)

@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Sequence
 
-from cac_jax.distributed import EXIT_PEER_FAILED  # "stopped because another process failed"
+from cac_jax.runtime.distributed import EXIT_PEER_FAILED  # "stopped because another process failed"
 
 STOP_GRACE_SECONDS = 10.0
 

@@ -144,9 +144,13 @@ def import_checkpoint(path: str, cfg) -> tuple[dict, str]:
     split family is used as it is: the command line sets the released networks' one unless told otherwise."""
     import jax
 
-    from cac_jax import checkpoints, models, train, train_state
+    from cac_jax.training import checkpoints
+    from cac_jax import models
+    from cac_jax.runs.run import WorkdirError
+    from cac_jax.training import loop as train
+    from cac_jax.training import state as train_state
     from cac_jax import config as config_lib
-    from cac_jax import mesh as mesh_lib
+    from cac_jax.training import mesh as mesh_lib
 
     state, extra = read_state_dict(path)
     shape = network_shape(state, path)
@@ -154,7 +158,7 @@ def import_checkpoint(path: str, cfg) -> tuple[dict, str]:
                       alpha=shape.get("alpha", cfg.alpha))
     workdir = cfg.resolved_workdir
     if os.path.exists(os.path.join(workdir, "config.json")) or os.path.isdir(os.path.join(workdir, "checkpoints")):
-        raise train.WorkdirError(f"{workdir} already holds a run; import into a new --workdir")
+        raise WorkdirError(f"{workdir} already holds a run; import into a new --workdir")
     data = train.load_data(cfg)
     expected = {"num_classes": data.num_classes, "image_size": data.image_size, "channels": data.channels}
     diffs = [f"{k}: file {shape[k]} vs {cfg.experiment} {v}" for k, v in expected.items() if shape[k] != v]

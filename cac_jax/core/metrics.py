@@ -6,7 +6,6 @@ positive class, as the original's `metrics.py`.
 """
 
 import numpy as np
-from sklearn.metrics import average_precision_score
 
 
 def _scores(name, x):
@@ -119,7 +118,7 @@ def aupr_in(known_scores, unknown_scores):
     known = _scores("known_scores", known_scores)
     unknown = _scores("unknown_scores", unknown_scores)
     labels = np.concatenate([np.ones(known.size), np.zeros(unknown.size)])
-    return float(average_precision_score(labels, -np.concatenate([known, unknown])))
+    return float(_average_precision(labels, -np.concatenate([known, unknown])))
 
 
 def aupr_out(known_scores, unknown_scores):
@@ -127,4 +126,12 @@ def aupr_out(known_scores, unknown_scores):
     known = _scores("known_scores", known_scores)
     unknown = _scores("unknown_scores", unknown_scores)
     labels = np.concatenate([np.zeros(known.size), np.ones(unknown.size)])
-    return float(average_precision_score(labels, np.concatenate([known, unknown])))
+    return float(_average_precision(labels, np.concatenate([known, unknown])))
+
+
+def _average_precision(*args, **kwargs):
+    # scikit-learn is imported when first needed: importing it sets process-wide OpenMP variables
+    # (KMP_DUPLICATE_LIB_OK, KMP_INIT_AT_FORK), which importing cac_jax must not do.
+    from sklearn.metrics import average_precision_score
+
+    return average_precision_score(*args, **kwargs)

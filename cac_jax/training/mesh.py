@@ -1,6 +1,6 @@
 """Device mesh and shardings: parameters replicated, batches split along a ``data`` axis.
 
-The mesh spans the devices of every process of a job (:mod:`cac_jax.distributed`). Each process feeds
+The mesh spans the devices of every process of a job (:mod:`cac_jax.runtime.distributed`). Each process feeds
 only its slice of every global batch (``cac_jax.data.pipeline.batch_indices`` with its process index),
 assembled into one global array by ``jax.make_array_from_process_local_data``, and places replicated
 values with :func:`replicate`, which never addresses another process's devices.
@@ -12,10 +12,7 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
-from cac_jax import host_malloc
-
-# Before any step runs: single-device CPU computations on the calling thread (see cac_jax.host_malloc).
-host_malloc.dispatch_on_calling_thread()
+from cac_jax.data import pipeline
 
 DATA_AXIS = "data"
 
@@ -82,3 +79,15 @@ def put_batches(mesh: Mesh, *local_arrays: np.ndarray) -> tuple[jax.Array, ...]:
     along the batch axis (:func:`batches_sharding`)."""
     sharding = batches_sharding(mesh)
     return tuple(jax.make_array_from_process_local_data(sharding, np.asarray(a)) for a in local_arrays)
+
+
+def eval_batches(num_examples: int, batch_size: int):
+    """(indices, mask) of this process's part of each padded global evaluation batch."""
+    return pipeline.padded_batch_indices(num_examples, batch_size, process_index=jax.process_index(),
+                                         process_count=jax.process_count())
+
+
+def eval_batch_size(requested: int, mesh) -> int:
+    """The requested eval batch rounded up to a multiple of the device count."""
+    n = mesh.devices.size
+    return -(-requested // n) * n

@@ -1,9 +1,11 @@
 """``cac-jax report``: our sweeps (mean ± std over trials) next to the published numbers, as Markdown.
 
-One row per sweep: benchmark, method, number of trials, our accuracy, AUROC, OSCR and FPR95 (mean ± sample
-std, in %), the published AUROC of CAC and of the softmax baseline on that benchmark
-(:mod:`cac_jax.paper_results`; "—" where none is published, e.g. digits), the difference between our AUROC
-and the published one of the same method (``cac`` against CAC, ``ce_msp`` against softmax), and notes:
+One row per (objective, score) of each sweep (every network is scored by every score; a sweep of an earlier
+version, without them, gives one row): benchmark, objective, score, number of trials, our accuracy, AUROC,
+OSCR and FPR95 (mean ± sample std, in %), the published AUROC of CAC and of the softmax baseline on that
+benchmark (:mod:`cac_jax.runs.paper_results`; "—" where none is published, e.g. digits), the difference
+between our AUROC and the published one of the same objective and score (``cac``/``cac`` against CAC,
+``ce``/``msp`` against softmax), and notes:
 
 * **shortened**: some stage ran fewer epochs than the experiment module's defaults
   (``experiments/<name>.py``), so the run is not the paper's protocol;
@@ -21,10 +23,11 @@ import os
 from collections.abc import Sequence
 
 from cac_jax import config as config_lib
-from cac_jax import paper_results
-from cac_jax.sweep import format_pm, summarize
+from cac_jax.evaluation.evaluate import HEADLINE
+from cac_jax.runs import paper_results
+from cac_jax.runs.sweep import format_pm, summarize
 
-PAPER_ROW_OF_METHOD = {"cac": "cac", "ce_msp": "softmax"}
+PAPER_ROW = {("cac", "cac"): "cac", ("ce", "msp"): "softmax"}  # (objective, score) -> the published row
 PAPER_TRIALS = 5
 
 
@@ -61,8 +64,11 @@ def load_sweep(path: str) -> dict:
     per_trial = [{"trial": c["trial"], **{k: v for k, v in results.items() if isinstance(v, (int, float))}}]
     keys = [k for k in ("accuracy", "auroc", "oscr", "fpr95") if k in results]
     mean, std = summarize(per_trial, keys)
+    valid = {name: m for name, m in results.get("scores", {}).items() if "error" not in m}
+    scores = {name: dict(zip(("mean", "std"), summarize([m], keys))) for name, m in valid.items()}
     return {"experiment": c["experiment"], "dataset": c["dataset"], "method": c["method"], "trials": [c["trial"]],
-            "per_trial": per_trial, "mean": mean, "std": std, "config": c}
+            "per_trial": per_trial, "mean": mean, "std": std, "config": c, "scores": scores,
+            "score": results.get("score")}
 
 
 def find_sweeps(paths: Sequence[str]) -> list[str]:
@@ -91,17 +97,24 @@ def _paper(benchmark: str, row: str) -> str:
     return f"{mean:.1f}" + (f" ± {std:.1f}" if std is not None else "")
 
 
-def _metric(sweep: dict, key: str) -> str:
-    if key not in sweep["mean"]:
+def _metric(stats: dict, key: str) -> str:
+    if key not in stats["mean"]:
         return "—"
-    return format_pm(sweep["mean"][key], sweep["std"].get(key))
+    return format_pm(stats["mean"][key], stats["std"].get(key))
 
 
-def report_row(sweep: dict) -> str:
+def _rows(sweep: dict) -> list[tuple[str, str, dict]]:
+    """(objective, score, {"mean", "std"}) of every score of the sweep, the method's own first."""
+    objective = sweep.get("objective") or config_lib.OBJECTIVES.get(sweep["method"], sweep["method"])
+    own = sweep.get("score") or HEADLINE.get(sweep["method"], sweep["method"])
+    scores = sweep.get("scores") or {own: {"mean": sweep["mean"], "std": sweep["std"]}}
+    ordered = sorted(scores, key=lambda name: name != own)
+    return [(objective, name, scores[name]) for name in ordered]
+
+
+def report_rows(sweep: dict) -> list[str]:
     c = sweep["config"]
-    benchmark, method = sweep["experiment"], sweep["method"]
-    paper = paper_results.paper_auroc(benchmark, PAPER_ROW_OF_METHOD.get(method, ""))
-    delta = f"{100 * sweep['mean']['auroc'] - paper[0]:+.1f}" if paper else "—"
+    benchmark = sweep["experiment"]
     notes = []
     short, default = shortened(c)
     if short:
@@ -111,24 +124,29 @@ def report_row(sweep: dict) -> str:
     n = len(sweep["per_trial"])
     if n < PAPER_TRIALS:
         notes.append(f"{n} trial{'s' if n > 1 else ''}")
-    cells = [benchmark, method, str(n), _metric(sweep, "accuracy"), _metric(sweep, "auroc"), _metric(sweep, "oscr"),
-             _metric(sweep, "fpr95"), _paper(benchmark, "cac"), _paper(benchmark, "softmax"), delta,
-             "; ".join(notes) or "—"]
-    return "| " + " | ".join(cells) + " |"
+    rows = []
+    for objective, score, stats in _rows(sweep):
+        paper = paper_results.paper_auroc(benchmark, PAPER_ROW.get((objective, score), ""))
+        delta = f"{100 * stats['mean']['auroc'] - paper[0]:+.1f}" if paper else "—"
+        cells = [benchmark, objective, score, str(n), _metric(stats, "accuracy"), _metric(stats, "auroc"),
+                 _metric(stats, "oscr"), _metric(stats, "fpr95"), _paper(benchmark, "cac"), _paper(benchmark, "softmax"),
+                 delta, "; ".join(notes) or "—"]
+        rows.append("| " + " | ".join(cells) + " |")
+    return rows
 
 
-HEADER = ("| benchmark | method | trials | accuracy | AUROC | OSCR | FPR95 | paper CAC AUROC | paper softmax AUROC "
-          "| Δ AUROC vs paper | notes |")
+HEADER = ("| benchmark | objective | score | trials | accuracy | AUROC | OSCR | FPR95 | paper CAC AUROC "
+          "| paper softmax AUROC | Δ AUROC vs paper | notes |")
 
 
 def report(paths: Sequence[str]) -> str:
     """The Markdown report of the sweeps in ``paths`` (see the module docstring)."""
     sweeps = [load_sweep(p) for p in find_sweeps(paths)]
     lines = [HEADER, "|" + " --- |" * (HEADER.count("|") - 1)]
-    lines += [report_row(s) for s in sweeps]
+    lines += [row for s in sweeps for row in report_rows(s)]
     lines += ["",
               "Ours: mean ± sample std (ddof=1) over trials, in %. Paper: AUROC (%) of CAC, Miller et al. WACV 2021 "
               "Table 1, as quoted in Table 1 of the NeurIPS-2022 submission \"Reaching Nirvana\"; softmax baseline "
-              "from Neal et al. ECCV 2018 (see cac_jax/paper_results.py). Δ: our AUROC minus the paper's for the "
-              "same method (cac vs CAC, ce_msp vs softmax). FPR95: lower is better."]
+              "from Neal et al. ECCV 2018 (see cac_jax/runs/paper_results.py). Δ: our AUROC minus the paper's for the "
+              "same objective and score (cac/cac vs CAC, ce/msp vs softmax). FPR95: lower is better."]
     return "\n".join(lines) + "\n"

@@ -1,0 +1,3 @@
+"""The math: the CAC loss and its distance kernels (:mod:`.losses`), the CAC score (:mod:`.cac_score`),
+the open-set metrics (:mod:`.metrics`) and input checks (:mod:`.validation`). Pure functions of arrays;
+imports jax and numpy only."""
