@@ -45,7 +45,13 @@ class Config:
     alpha: float = 10.0  # anchor magnitude: anchors are alpha * I
     lbda: float = 0.1  # weight of the anchor term: L = lbda * L_A + L_T
     batch_size: int = 64  # global batch, whatever the device count
-    learning_rates: tuple[float, ...] = (0.01, 0.001)  # one constant lr per stage
+    learning_rates: tuple[float, ...] = (0.01, 0.001)  # the base lr of each stage
+    lr_schedule: str = "constant"  # or "cosine_warm_restarts" (cac_jax.training.schedules)
+    warmup_epochs: int = 0  # cosine_warm_restarts: linear warm-up epochs at the start of a stage
+    num_restarts: int = 0  # cosine_warm_restarts: restarts after the first cycle
+    eta_min_fraction: float = 1e-3  # cosine_warm_restarts: the lowest lr, as a fraction of the base lr
+    optimizer: str = "sgd"  # "sgd" (momentum, coupled L2) or "adam" (PyTorch's Adam, coupled L2)
+    label_smoothing: float = 0.0  # ce: target 1 - s on the true class, s / (N - 1) on the others (ARPL's)
     epochs: tuple[int, ...] = (30, 10)  # epochs of each stage
     weight_decay: float = 5e-6  # PyTorch-style coupled L2 (added to the gradient before momentum)
     momentum: float = 0.9
@@ -69,6 +75,16 @@ class Config:
         _check_choice("model", self.model, MODELS)
         _check_choice("stages", self.stages, STAGES)
         _check_choice("dtype", self.dtype, DTYPES)
+        _check_choice("lr_schedule", self.lr_schedule, ("constant", "cosine_warm_restarts"))
+        _check_choice("optimizer", self.optimizer, ("sgd", "adam"))
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must lie in [0, 1), got {self.label_smoothing}")
+        if self.label_smoothing and self.objective != "ce":
+            raise ValueError(f"label_smoothing={self.label_smoothing} applies to the ce objective only, not to "
+                             f"method={self.method!r}")
+        if self.warmup_epochs < 0 or self.num_restarts < 0:
+            raise ValueError(f"warmup_epochs and num_restarts must be >= 0, got {self.warmup_epochs}, "
+                             f"{self.num_restarts}")
         if len(self.learning_rates) != 2 or len(self.epochs) != 2:
             raise ValueError(
                 f"learning_rates and epochs need one value per stage (2 each); got "

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from cac_jax.data import registry, splits, trainval
 
 REFERENCE = pathlib.Path(__file__).resolve().parents[1] / ".." / "shared" / "reference" / "cac-openset"
+ARPL_REFERENCE = REFERENCE.parent / "arpl_splits"
 REF_NAMES = {
     "mnist": "MNIST", "svhn": "SVHN", "cifar10": "CIFAR10",
     "cifar_plus_10": "CIFAR+10", "cifar_plus_50": "CIFAR+50", "tiny_imagenet": "TinyImageNet",
@@ -20,6 +21,7 @@ SIZES = {  # benchmark: (number known, number unknown, number of classes of the 
     "cifar_plus_10": (4, 10, 100), "cifar_plus_50": (4, 50, 100), "tiny_imagenet": (20, 180, 200),
 }
 ALL = [(b, t, f) for b in splits.BENCHMARKS for t in range(5) for f in splits.FAMILIES]
+CAC_FAMILIES = [(b, t, f) for b, t, f in ALL if f != "arpl2020"]
 
 
 @pytest.mark.parametrize("benchmark,trial,family", ALL)
@@ -27,10 +29,14 @@ def test_split_sizes_disjoint_covering(benchmark, trial, family):
     known, unknown = splits.get_split(benchmark, trial, family)
     n_known, n_unknown, n_total = SIZES[benchmark]
     assert (len(known), len(unknown)) == (n_known, n_unknown)
-    assert known == sorted(set(known)) and unknown == sorted(set(unknown))
+    assert len(set(known)) == len(known) and len(set(unknown)) == len(unknown)
+    if family != "arpl2020":  # the CAC families are stored sorted; arpl2020 in its files' order
+        assert known == sorted(known) and unknown == sorted(unknown)
     assert all(0 <= c < n_total for c in unknown)
     if benchmark.startswith("cifar_plus"):
-        assert known == [0, 1, 8, 9]  # CIFAR-10 ids; unknowns are CIFAR-100 ids
+        assert all(0 <= c < 10 for c in known)  # CIFAR-10 ids; unknowns are CIFAR-100 ids
+        if family != "arpl2020":
+            assert known == [0, 1, 8, 9]
     else:
         assert not set(known) & set(unknown)
         assert set(known) | set(unknown) == set(range(n_total))
@@ -41,20 +47,43 @@ def test_default_family_is_neal2018():
     assert splits.get_split("cifar10", 0, family="cac_random2020") == ([2, 3, 4, 6, 8, 9], [0, 1, 5, 7])
 
 
-def test_cifar_plus_50_is_the_animals_in_every_trial():
-    for family in splits.FAMILIES:
+def test_cifar_plus_50_is_the_animals_in_every_trial_of_the_cac_families():
+    for family in ("neal2018", "cac_random2020"):
         for t in range(5):
             assert splits.get_split("cifar_plus_50", t, family)[1] == list(splits.CIFAR100_ANIMALS)
 
 
 @pytest.mark.skipif(not REFERENCE.is_dir(), reason="reference split files not available")
-@pytest.mark.parametrize("benchmark,trial,family", ALL)
+@pytest.mark.parametrize("benchmark,trial,family", CAC_FAMILIES)
 def test_splits_match_reference_files(benchmark, trial, family):
     folder = "class_splits" if family == "neal2018" else "class_splits_old"
     ref = json.loads((REFERENCE / REF_NAMES[benchmark] / folder / f"{trial}.json").read_text())
     known, unknown = splits.get_split(benchmark, trial, family)
     assert known == sorted(ref["Known"])
     assert unknown == sorted(ref["Unknown"])
+
+
+@pytest.mark.skipif(not ARPL_REFERENCE.is_dir(), reason="ARPL split files not available")
+@pytest.mark.parametrize("benchmark", splits.BENCHMARKS)
+@pytest.mark.parametrize("trial", range(5))
+def test_arpl_splits_match_the_files_in_their_order(benchmark, trial):
+    ref = json.loads((ARPL_REFERENCE / REF_NAMES[benchmark] / f"{trial}.json").read_text())
+    known, unknown = splits.get_split(benchmark, trial, "arpl2020")
+    assert known == ref["Known"] and unknown == ref["Unknown"]  # order included: label j is Known[j]
+    assert splits.label_map(known, "arpl2020") == {c: j for j, c in enumerate(ref["Known"])}
+
+
+def test_arpl_quirks_are_kept():
+    get = lambda b, t: splits.get_split(b, t, "arpl2020")  # noqa: E731
+    assert get("cifar10", 0)[0] == [0, 6, 4, 9, 1, 7] and set(get("cifar10", 0)[0]) == set(get("cifar10", 1)[0])
+    assert set(get("svhn", 0)[0]) == set(get("svhn", 1)[0]) and get("svhn", 0)[0] != get("svhn", 1)[0]
+    assert set(get("cifar_plus_10", 1)[0]) == set(get("cifar_plus_10", 2)[0])
+    for t in range(5):
+        assert get("cifar_plus_10", t)[1] == get("cifar_plus_50", t)[1][-10:]  # +10 is the end of +50
+        assert get("cifar_plus_10", t)[0] == get("cifar_plus_50", t)[0]
+    # Labels follow the file: CIFAR-10 trial 0 trains airplane as 0, frog as 1, deer as 2, ...
+    assert splits.remap_labels(np.array([0, 6, 4, 9, 1, 7]), get("cifar10", 0)[0], "arpl2020").tolist() == list(range(6))
+    assert splits.remap_labels(np.array([0, 6, 4, 9, 1, 7]), get("cifar10", 0)[0]).tolist() == [0, 3, 2, 5, 1, 4]
 
 
 @pytest.mark.parametrize("bad", [-1, 5, 1.0, True, "0", None])

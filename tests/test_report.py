@@ -30,16 +30,16 @@ def test_report_table(tmp_path):
                          npz_path="/data/cifar10_jpeg.npz")
     digits = _write_sweep(tmp_path / "digits" / "ce_distance", "digits", "ce_distance", [0.95] * 5)
     lines = report.report([mnist, cifar, digits]).splitlines()
-    assert lines[0].startswith("| benchmark | objective | score | trials | accuracy | AUROC |")
-    assert lines[1] == "|" + " --- |" * 12
+    assert lines[0].startswith("| benchmark | splits | objective | score | trials | accuracy | AUROC |")
+    assert lines[1] == "|" + " --- |" * 13
     # Sweeps of earlier versions (no per-score results): one row each, the method's own score.
     # mnist: AUROC mean 98.00, sample std 0.7071 -> 0.71; paper CAC 99.1 -> delta -1.1; full protocol
-    assert lines[2] == ("| mnist | cac | cac | 5 | 90.00 ± 0.00 | 98.00 ± 0.71 | 90.00 ± 0.00 | 90.00 ± 0.00 "
+    assert lines[2] == ("| mnist | neal2018 | cac | cac | 5 | 90.00 ± 0.00 | 98.00 ± 0.71 | 90.00 ± 0.00 | 90.00 ± 0.00 "
                         "| 99.1 ± 0.5 | 97.8 ± 0.2 | -1.1 | — |")
-    assert lines[3] == ("| cifar10 | ce | msp | 2 | 90.00 ± 0.00 | 72.00 ± 2.83 | 90.00 ± 0.00 | 90.00 ± 0.00 "
+    assert lines[3] == ("| cifar10 | neal2018 | ce | msp | 2 | 90.00 ± 0.00 | 72.00 ± 2.83 | 90.00 ± 0.00 | 90.00 ± 0.00 "
                         "| 80.1 ± 3.0 | 67.7 ± 3.2 | +4.3 | shortened (epochs 10,5 of 150,50); JPEG data copy; "
                         "2 trials |")
-    assert lines[4] == ("| digits | ce | distance | 5 | 90.00 ± 0.00 | 95.00 ± 0.00 | 90.00 ± 0.00 | 90.00 ± 0.00 "
+    assert lines[4] == ("| digits | neal2018 | ce | distance | 5 | 90.00 ± 0.00 | 95.00 ± 0.00 | 90.00 ± 0.00 | 90.00 ± 0.00 "
                         "| — | — | — | — |")
     assert "Miller et al. WACV 2021" in lines[6] and "Neal et al." in lines[6]
 
@@ -58,8 +58,8 @@ def test_report_searches_one_level_down_and_accepts_a_single_run(tmp_path, capsy
     assert cli.main(["report", str(root), str(run), "--output", str(out)]) == 0
     text = capsys.readouterr().out
     assert text == out.read_text()
-    assert "| svhn | cac | cac | 2 | 90.00 ± 0.00 | 94.00 ± 1.41 |" in text
-    assert "| tiny_imagenet | cac | cac | 1 | 80.00 | 75.00 | — | — | 76.0 ± 1.5 | 57.7 | -1.0 | 1 trial |" in text
+    assert "| svhn | neal2018 | cac | cac | 2 | 90.00 ± 0.00 | 94.00 ± 1.41 |" in text
+    assert "| tiny_imagenet | neal2018 | cac | cac | 1 | 80.00 | 75.00 | — | — | 76.0 ± 1.5 | 57.7 | -1.0 | 1 trial |" in text
     assert cli.main(["report", str(tmp_path / "nothing")]) == 1
     assert "no sweep directory" in capsys.readouterr().err
 
@@ -77,9 +77,18 @@ def test_one_row_per_objective_and_score_published_numbers_only_where_they_match
     with open(os.path.join(path, "results.json"), "w") as f:
         json.dump(sweep, f)
     rows = [r for r in report.report([path]).splitlines() if r.startswith("| mnist")]
-    assert [r.split(" | ")[1:3] for r in rows] == [["ce", "msp"], ["ce", "max_logit"], ["ce", "openmax"]]
-    assert rows[0].split(" | ")[10] == "-0.8"  # 97.0 against the paper's softmax 97.8
-    assert rows[1].split(" | ")[10] == "—" and rows[2].split(" | ")[10] == "—"
+    assert [r.split(" | ")[2:4] for r in rows] == [["ce", "msp"], ["ce", "max_logit"], ["ce", "openmax"]]
+    assert rows[0].split(" | ")[11] == "-0.8"  # 97.0 against the paper's softmax 97.8
+    assert rows[1].split(" | ")[11] == "—" and rows[2].split(" | ")[11] == "—"
+
+
+def test_published_numbers_only_beside_their_own_split_family(tmp_path):
+    """Table 1 is on Neal et al.'s splits: a sweep on another family gets no paper column and no delta."""
+    for family in ("arpl2020", "cac_random2020"):
+        path = _write_sweep(tmp_path / family, "cifar10", "cac", [0.9, 0.92], split_family=family)
+        (row,) = [r for r in report.report([path]).splitlines() if r.startswith("| cifar10")]
+        cells = row.split(" | ")
+        assert cells[1] == family and cells[9:12] == ["—", "—", "—"]
 
 
 def test_flags():

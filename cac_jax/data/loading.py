@@ -128,7 +128,8 @@ def load_open_set(
       dataset: one of ``digits`` (default: scikit-learn's bundled digits, no file needed),
         ``mnist``, ``svhn``, ``cifar10``, ``cifar_plus_10``, ``cifar_plus_50``, ``tiny_imagenet``.
       trial: 0-4.
-      family: ``"neal2018"`` (paper Table 1) or ``"cac_random2020"`` (the original's first splits).
+      family: ``"neal2018"`` (paper Table 1), ``"cac_random2020"`` (the original's first splits) or
+        ``"arpl2020"`` (ARPL / Vaze et al.: the modern protocol's splits, labels in their files' order).
       data_dir: TFDS data directory (see :mod:`cac_jax.data.sources` for the defaults).
       npz_path: read Keras-layout ``.npz`` files instead of built-in TFDS datasets: one file, a
         directory of ``<source>.npz`` files, or a mapping ``{source: file}``; see :func:`resolve_npz`.
@@ -163,7 +164,7 @@ def load_open_set(
         train_idx, val_idx = trainval.train_val_split(train_src.labels, known, spec.train_fraction, seed)
 
     def known_set(images, labels):
-        return ArraySet(images, splits.remap_labels(labels, known))
+        return ArraySet(images, splits.remap_labels(labels, known, family))
 
     test_known = _select(test_src.images, test_src.labels, known)
     test_unknown = _select(unknown_src.images, unknown_src.labels, unknown)

@@ -1,16 +1,26 @@
 """Known/unknown class splits of the six open-set benchmarks, and the known-label map.
 
-Two families of splits, each with trials 0-4:
+Three families of splits, each with trials 0-4:
 
 * ``"neal2018"`` (default): the splits of Neal et al. (ECCV 2018) that the CAC paper's Table 1 uses
   (the original repository's ``class_splits/`` at HEAD).
 * ``"cac_random2020"``: the earlier random splits (``random.seed(1000)``) the original repository
   first shipped; its pretrained weights and the paper's Table 4 use them (``class_splits_old/``).
+* ``"arpl2020"``: the splits of ARPL (Chen et al. 2020, ``split.py``) that Vaze et al. (ICLR 2022) and
+  most later open-set papers use (``osr_splits.py``; the two are equal element for element). Trial i is
+  the lists' index i (Vaze's ``--split_idx``; ARPL's own ``osr.py`` runs them in reverse). Their quirks are
+  kept: CIFAR-10 splits 0 and 1, and SVHN splits 0 and 1, are the same set in another order; CIFAR+N
+  splits 1 and 2 share their known set; the CIFAR+N known sets are not all vehicles and the unknowns not
+  all animals; the CIFAR+10 unknowns are the last 10 of the CIFAR+50 ones.
 
 Class ids are the dataset's original ones, in torchvision's conventions: the digit for MNIST and
-SVHN, the CIFAR-10 label, CIFAR-100 *fine* labels (alphabetical) for the CIFAR+N unknowns, and for
-TinyImageNet the position of the WNID in sorted order. Lists are stored sorted: the order inside
-the original files carries no meaning (the label map sorts them anyway).
+SVHN, the CIFAR-10 label, CIFAR-100 *fine* labels (alphabetical) for the CIFAR+N unknowns (their test
+images), and for TinyImageNet the position of the WNID in sorted order.
+
+Training labels (:func:`label_map`): in ``neal2018`` and ``cac_random2020`` the rank of a known id among
+the sorted known ids (the original's convention; those lists are stored sorted); in ``arpl2020`` its
+position in the file's list, label j = ``Known[j]`` (ARPL's ``known.index(target)``, Vaze's
+``subsample_classes``), so those lists keep the files' order.
 """
 
 from __future__ import annotations
@@ -18,7 +28,9 @@ from __future__ import annotations
 import numpy as np
 
 BENCHMARKS = ("mnist", "svhn", "cifar10", "cifar_plus_10", "cifar_plus_50", "tiny_imagenet")
-FAMILIES = ("neal2018", "cac_random2020")
+FAMILIES = ("neal2018", "cac_random2020", "arpl2020")
+# Families whose training label is the position in the file's known list, not the rank of the sorted ids.
+FILE_ORDER_FAMILIES = ("arpl2020",)
 NUM_TRIALS = 5
 
 # Total number of classes in each benchmark's unknown-source dataset.
@@ -92,13 +104,70 @@ _OLD_TINY_KNOWN = (
 )
 
 
+# ARPL / Vaze et al. (osr_splits.py at 3258f05 = ARPL's split.py at 3ede8b3), in the files' order.
+_ARPL_MNIST_KNOWN = (
+    (2, 4, 5, 9, 8, 3),
+    (3, 2, 6, 9, 4, 0),
+    (5, 8, 3, 2, 4, 6),
+    (3, 7, 8, 4, 0, 5),
+    (6, 3, 4, 9, 8, 2),
+)
+_ARPL_SVHN_KNOWN = (
+    (5, 3, 7, 2, 8, 6),
+    (3, 8, 7, 6, 2, 5),
+    (8, 9, 4, 7, 2, 1),
+    (3, 8, 2, 5, 0, 6),
+    (4, 9, 2, 7, 1, 0),
+)
+_ARPL_CIFAR10_KNOWN = (
+    (0, 6, 4, 9, 1, 7),
+    (7, 6, 4, 9, 0, 1),
+    (1, 5, 7, 3, 9, 4),
+    (8, 6, 1, 9, 0, 7),
+    (2, 4, 1, 7, 9, 6),
+)
+_ARPL_CIFAR_PLUS_KNOWN = (
+    (4, 7, 9, 1),
+    (6, 7, 1, 9),
+    (9, 6, 1, 7),
+    (6, 4, 9, 1),
+    (1, 0, 9, 8),
+)
+_ARPL_CIFAR_PLUS_10_UNKNOWN = (
+    (30, 25, 1, 9, 8, 0, 46, 52, 49, 71),
+    (41, 9, 49, 40, 73, 60, 48, 30, 95, 71),
+    (8, 9, 49, 40, 73, 60, 48, 95, 30, 71),
+    (95, 60, 30, 73, 46, 49, 68, 99, 8, 71),
+    (33, 2, 3, 97, 46, 21, 64, 63, 88, 43),
+)
+_ARPL_CIFAR_PLUS_50_UNKNOWN = (
+    (27, 94, 29, 77, 88, 26, 69, 48, 75, 5, 59, 93, 39, 57, 45, 40, 78, 20, 98, 47, 66, 70, 91, 76, 41, 83, 99, 32, 53, 72, 2, 95, 21, 73, 84, 68, 35, 11, 55, 60, 30, 25, 1, 9, 8, 0, 46, 52, 49, 71),
+    (65, 97, 86, 24, 45, 67, 2, 3, 91, 98, 79, 29, 62, 82, 33, 76, 0, 35, 5, 16, 54, 11, 99, 52, 85, 1, 25, 66, 28, 84, 23, 56, 75, 46, 21, 72, 55, 68, 8, 69, 41, 9, 49, 40, 73, 60, 48, 30, 95, 71),
+    (20, 83, 65, 97, 94, 2, 93, 16, 67, 29, 62, 33, 24, 98, 5, 86, 35, 54, 0, 91, 52, 66, 85, 84, 56, 11, 1, 76, 25, 55, 21, 99, 72, 41, 23, 75, 28, 68, 69, 46, 8, 9, 49, 40, 73, 60, 48, 95, 30, 71),
+    (92, 82, 77, 64, 5, 33, 62, 56, 70, 0, 20, 28, 67, 14, 84, 53, 91, 29, 85, 2, 52, 83, 75, 35, 11, 21, 72, 98, 55, 1, 41, 76, 25, 66, 69, 9, 48, 54, 40, 23, 95, 60, 30, 73, 46, 49, 68, 99, 8, 71),
+    (47, 6, 19, 0, 62, 93, 59, 65, 54, 70, 34, 55, 23, 38, 72, 76, 53, 31, 78, 96, 77, 27, 92, 18, 82, 50, 98, 32, 1, 75, 83, 4, 51, 35, 80, 11, 74, 66, 36, 42, 33, 2, 3, 97, 46, 21, 64, 63, 88, 43),
+)
+_ARPL_TINY_KNOWN = (
+    (108, 147, 17, 58, 193, 123, 72, 144, 75, 167, 134, 14, 81, 171, 44, 197, 152, 66, 1, 133),
+    (198, 161, 91, 59, 57, 134, 61, 184, 90, 35, 29, 23, 199, 38, 133, 19, 186, 18, 85, 67),
+    (177, 0, 119, 26, 78, 80, 191, 46, 134, 92, 31, 152, 27, 60, 114, 50, 51, 133, 162, 93),
+    (98, 36, 158, 177, 189, 157, 170, 191, 82, 196, 138, 166, 43, 13, 152, 11, 75, 174, 193, 190),
+    (95, 6, 145, 153, 0, 143, 31, 23, 189, 81, 20, 21, 89, 26, 36, 170, 102, 177, 108, 169),
+)
+
+
 def _tiny(known_lists):
     # TinyImageNet unknowns are the other 180 of the 200 classes.
     return tuple((k, tuple(sorted(set(range(_TINY_CLASSES)) - set(k)))) for k in known_lists)
 
 
-def _plus(unknown_lists):
-    return tuple((CIFAR10_VEHICLES, u) for u in unknown_lists)
+def _ten(known_lists):
+    # MNIST, SVHN, CIFAR10: the unknowns are the other 4 of the 10 classes.
+    return tuple((k, tuple(sorted(set(range(10)) - set(k)))) for k in known_lists)
+
+
+def _plus(unknown_lists, known_lists=(CIFAR10_VEHICLES,) * NUM_TRIALS):
+    return tuple(zip(known_lists, unknown_lists))
 
 
 _SPLITS = {
@@ -119,6 +188,14 @@ _SPLITS = {
         "cifar_plus_50": _plus((CIFAR100_ANIMALS,) * NUM_TRIALS),
         "tiny_imagenet": _tiny(_OLD_TINY_KNOWN),
     },
+    "arpl2020": {
+        "mnist": _ten(_ARPL_MNIST_KNOWN),
+        "svhn": _ten(_ARPL_SVHN_KNOWN),
+        "cifar10": _ten(_ARPL_CIFAR10_KNOWN),
+        "cifar_plus_10": _plus(_ARPL_CIFAR_PLUS_10_UNKNOWN, _ARPL_CIFAR_PLUS_KNOWN),
+        "cifar_plus_50": _plus(_ARPL_CIFAR_PLUS_50_UNKNOWN, _ARPL_CIFAR_PLUS_KNOWN),
+        "tiny_imagenet": _tiny(_ARPL_TINY_KNOWN),
+    },
 }
 
 
@@ -137,11 +214,13 @@ def check_family(family: str) -> str:
 
 
 def get_split(benchmark: str, trial: int, family: str = "neal2018") -> tuple[list[int], list[int]]:
-    """Known and unknown class ids of ``benchmark`` in ``trial`` (0-4), both sorted ascending.
+    """Known and unknown class ids of ``benchmark`` in ``trial`` (0-4).
 
     ``family="neal2018"`` gives the paper's Table 1 splits; ``family="cac_random2020"`` the original
-    repository's earlier random splits. For CIFAR+N the known ids are CIFAR-10 labels and the
-    unknown ids CIFAR-100 fine labels; the two lists are disjoint within their own dataset.
+    repository's earlier random splits, both sorted ascending; ``family="arpl2020"`` the ARPL / Vaze et al.
+    splits in their files' order (the known list's order gives the labels). For CIFAR+N the known ids are
+    CIFAR-10 labels and the unknown ids CIFAR-100 fine labels; the two lists are disjoint within their own
+    dataset.
     """
     check_family(family)
     if benchmark not in BENCHMARKS:
@@ -150,23 +229,26 @@ def get_split(benchmark: str, trial: int, family: str = "neal2018") -> tuple[lis
     return list(known), list(unknown)
 
 
-def label_map(known) -> dict[int, int]:
-    """Map each known class id to its rank among the sorted known ids (the original's convention).
+def label_map(known, family: str = "neal2018") -> dict[int, int]:
+    """Map each known class id to its training label: its rank among the sorted known ids (the original's
+    convention), or in the :data:`FILE_ORDER_FAMILIES` its position in ``known``.
 
-    E.g. known = [9, 0, 4] gives {0: 0, 4: 1, 9: 2}.
+    E.g. known = [9, 0, 4] gives {0: 0, 4: 1, 9: 2}, and with ``family="arpl2020"`` {9: 0, 0: 1, 4: 2}.
     """
-    return {int(c): rank for rank, c in enumerate(sorted(int(k) for k in known))}
+    order = [int(k) for k in known] if check_family(family) in FILE_ORDER_FAMILIES else sorted(int(k) for k in known)
+    return {c: label for label, c in enumerate(order)}
 
 
-def remap_labels(labels: np.ndarray, known) -> np.ndarray:
-    """Replace each known class id in ``labels`` by its rank among the sorted ``known`` ids (int32).
+def remap_labels(labels: np.ndarray, known, family: str = "neal2018") -> np.ndarray:
+    """Replace each known class id in ``labels`` by its training label (:func:`label_map`; int32).
 
     Raises ValueError if ``labels`` holds an id that is not in ``known``.
     """
     labels = np.asarray(labels)
-    sorted_known = np.array(sorted(int(k) for k in known), dtype=np.int64)
-    ranks = np.searchsorted(sorted_known, labels)
-    ok = (ranks < len(sorted_known)) & (sorted_known[np.minimum(ranks, len(sorted_known) - 1)] == labels)
-    if not ok.all():
-        raise ValueError(f"labels {sorted(set(np.asarray(labels)[~ok].tolist()))} are not known classes {sorted_known.tolist()}")
-    return ranks.astype(np.int32)
+    mapping = label_map(known, family)
+    table = np.full(max(max(mapping), int(labels.max(initial=0))) + 1, -1, np.int64)
+    table[list(mapping)] = list(mapping.values())
+    out = np.where((labels >= 0) & (labels < len(table)), table[np.clip(labels, 0, len(table) - 1)], -1)
+    if (out < 0).any():
+        raise ValueError(f"labels {sorted(set(labels[out < 0].tolist()))} are not known classes {sorted(mapping)}")
+    return out.astype(np.int32)

@@ -1,11 +1,13 @@
 """``cac-jax report``: our sweeps (mean ± std over trials) next to the published numbers, as Markdown.
 
-One row per (objective, score) of each sweep (every network is scored by every score; a sweep of an earlier
+One row per (split family, objective, score) of each sweep (every network is scored by every score; a sweep of an earlier
 version, without them, gives one row): benchmark, objective, score, number of trials, our accuracy, AUROC,
 OSCR and FPR95 (mean ± sample std, in %), the published AUROC of CAC and of the softmax baseline on that
 benchmark (:mod:`cac_jax.runs.paper_results`; "—" where none is published, e.g. digits), the difference
 between our AUROC and the published one of the same objective and score (``cac``/``cac`` against CAC,
-``ce``/``msp`` against softmax), and notes:
+``ce``/``msp`` against softmax), and notes. The published numbers are Table 1's, on the ``neal2018`` splits: they are set beside sweeps of
+that family only (``—`` beside ``cac_random2020`` or ``arpl2020`` sweeps), so numbers of different split
+families never share a comparison. The notes:
 
 * **shortened**: some stage ran fewer epochs than the experiment module's defaults
   (``experiments/<name>.py``), so the run is not the paper's protocol;
@@ -29,6 +31,7 @@ from cac_jax.runs.sweep import format_pm, summarize
 
 PAPER_ROW = {("cac", "cac"): "cac", ("ce", "msp"): "softmax"}  # (objective, score) -> the published row
 PAPER_TRIALS = 5
+PAPER_FAMILY = "neal2018"  # the splits of the published numbers (CAC's Table 1, Neal et al.'s softmax row)
 
 
 def shortened(config: dict) -> tuple[bool, tuple[int, ...] | None]:
@@ -124,18 +127,21 @@ def report_rows(sweep: dict) -> list[str]:
     n = len(sweep["per_trial"])
     if n < PAPER_TRIALS:
         notes.append(f"{n} trial{'s' if n > 1 else ''}")
+    family = c.get("split_family", "neal2018")
+    published = family == PAPER_FAMILY
     rows = []
     for objective, score, stats in _rows(sweep):
-        paper = paper_results.paper_auroc(benchmark, PAPER_ROW.get((objective, score), ""))
+        paper = paper_results.paper_auroc(benchmark, PAPER_ROW.get((objective, score), "")) if published else None
         delta = f"{100 * stats['mean']['auroc'] - paper[0]:+.1f}" if paper else "—"
-        cells = [benchmark, objective, score, str(n), _metric(stats, "accuracy"), _metric(stats, "auroc"),
-                 _metric(stats, "oscr"), _metric(stats, "fpr95"), _paper(benchmark, "cac"), _paper(benchmark, "softmax"),
+        cells = [benchmark, family, objective, score, str(n), _metric(stats, "accuracy"), _metric(stats, "auroc"),
+                 _metric(stats, "oscr"), _metric(stats, "fpr95"),
+                 _paper(benchmark, "cac") if published else "—", _paper(benchmark, "softmax") if published else "—",
                  delta, "; ".join(notes) or "—"]
         rows.append("| " + " | ".join(cells) + " |")
     return rows
 
 
-HEADER = ("| benchmark | objective | score | trials | accuracy | AUROC | OSCR | FPR95 | paper CAC AUROC "
+HEADER = ("| benchmark | splits | objective | score | trials | accuracy | AUROC | OSCR | FPR95 | paper CAC AUROC "
           "| paper softmax AUROC | Δ AUROC vs paper | notes |")
 
 

@@ -33,9 +33,11 @@ class WorkdirError(RuntimeError):
 
 def config_diffs(old: dict, cfg: Config) -> list[str]:
     """``"field: old -> new"`` for every field of ``cfg`` that differs from the saved config ``old``, except
-    the ones a resumed run may change (RESUMABLE_CHANGES)."""
-    return [f"{k}: {old.get(k)!r} -> {v!r}" for k, v in cfg.to_dict().items()
-            if k not in RESUMABLE_CHANGES and old.get(k) != v]
+    the ones a resumed run may change (RESUMABLE_CHANGES); a field missing from ``old`` counts as its default."""
+    # A field an earlier version did not have ran as its default.
+    defaults = Config().to_dict()
+    return [f"{k}: {old.get(k, defaults[k])!r} -> {v!r}" for k, v in cfg.to_dict().items()
+            if k not in RESUMABLE_CHANGES and old.get(k, defaults[k]) != v]
 
 
 def check_workdir(cfg: Config) -> None:

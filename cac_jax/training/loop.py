@@ -41,7 +41,7 @@ from tqdm import tqdm
 from cac_jax import models
 from cac_jax.config import Config
 from cac_jax.runtime import distributed, timing
-from cac_jax.training import checkpoints, objectives
+from cac_jax.training import checkpoints, objectives, schedules
 from cac_jax.training import mesh as mesh_lib
 from cac_jax.training import state as train_state
 from cac_jax.training.run_log import RunLog
@@ -139,11 +139,11 @@ def make_train_step(model, cfg: Config, data, mesh):
     learning rate (a float32 scalar)."""
     aug = (("image_size", data.image_size), ("scale_min", data.scale_min), ("flip", data.flip),
            ("rotate", data.rotate), ("mean", tuple(data.mean)), ("std", tuple(data.std)))
-    return _train_step(model, cfg.method, cfg.lbda, cfg.alpha, cfg.dtype, aug, mesh)
+    return _train_step(model, cfg.method, cfg.lbda, cfg.alpha, cfg.label_smoothing, cfg.dtype, aug, mesh)
 
 
 @functools.lru_cache(maxsize=None)  # one compilation per process for all stages and resumes
-def _train_step(model, method, lbda, alpha, dtype, aug, mesh):
+def _train_step(model, method, lbda, alpha, label_smoothing, dtype, aug, mesh):
     from cac_jax.data import augment
 
     aug, dtype = dict(aug), jnp.dtype(dtype)
@@ -162,7 +162,8 @@ def _train_step(model, method, lbda, alpha, dtype, aug, mesh):
             (logits, dist), updates = state.apply_fn(variables, x, train=True, rngs={"dropout": drop_key},
                                                      mutable=["batch_stats"])
             loss, terms, correct = objectives.training_loss(method, logits, dist, labels,
-                                                            centres=params.get("centres"), lbda=lbda, alpha=alpha)
+                                                            centres=params.get("centres"), lbda=lbda, alpha=alpha,
+                                                            label_smoothing=label_smoothing)
             return loss, (updates["batch_stats"], terms, correct, logits)
 
         (loss, (batch_stats, terms, correct, logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -229,17 +230,20 @@ def epoch_batches(ctx: Context, stage: int, epoch: int):
     return mesh_lib.put_batches(ctx.mesh, np.stack(list(rows)).astype(np.int32))[0]
 
 
-def stage_inputs(ctx: Context, stage: int) -> tuple:
-    """(rng, lr): the train step's arguments that are constant over ``stage``."""
-    cfg = ctx.cfg
-    return mesh_lib.replicate(ctx.mesh, (np.asarray([cfg.seed, stage], np.int32),
-                                         np.float32(cfg.learning_rates[stage - 1])))
+def stage_rng(ctx: Context, stage: int):
+    """The train step's ``rng`` argument over ``stage``: int32 (seed, stage), on the devices."""
+    return mesh_lib.replicate(ctx.mesh, np.asarray([ctx.cfg.seed, stage], np.int32))
+
+
+def epoch_lr(ctx: Context, stage: int, epoch: int):
+    """The train step's ``lr`` argument in ``epoch`` (0-based within ``stage``; :mod:`.schedules`), on the devices."""
+    return mesh_lib.replicate(ctx.mesh, np.float32(schedules.epoch_learning_rate(ctx.cfg, stage, epoch)))
 
 
 def step_arguments(ctx: Context, stage: int = 1, epoch: int = 0) -> tuple:
     """Everything ``ctx.train_step(state, sums, *step_arguments(ctx, stage, epoch))`` takes besides the state and
     the metric sums, for a step of ``epoch`` of ``stage`` (benchmarks and tests step by hand with it)."""
-    return (ctx.train_arrays, epoch_batches(ctx, stage, epoch), *stage_inputs(ctx, stage))
+    return (ctx.train_arrays, epoch_batches(ctx, stage, epoch), stage_rng(ctx, stage), epoch_lr(ctx, stage, epoch))
 
 
 def stage_seed(seed: int, stage: int) -> int:
@@ -300,7 +304,7 @@ def run_stage(ctx: Context, stage: int, state, meta: dict, best_state, log: RunL
     start_epoch, best, best_epoch = meta["start_epoch"], meta["best_value"], meta["best_epoch"]
     total = cfg.epochs[stage - 1] * spe
     step = int(meta["step"])
-    rng, lr = stage_inputs(ctx, stage)
+    rng = stage_rng(ctx, stage)
     sums = zero_metrics(ctx)
     steps_in_sums, t_last = 0, time.perf_counter()
 
@@ -334,6 +338,7 @@ def run_stage(ctx: Context, stage: int, state, meta: dict, best_state, log: RunL
             epoch, offset = start_epoch + step // spe, step % spe
             with timings.section("train"):
                 order = epoch_batches(ctx, stage, epoch)
+                lr = epoch_lr(ctx, stage, epoch - start_epoch)
                 bar = tqdm(total=spe, initial=offset, unit="step", leave=False, dynamic_ncols=True,
                            desc=f"stage {stage} epoch {epoch + 1}/{start_epoch + cfg.epochs[stage - 1]}",
                            disable=not cfg.progress or not distributed.is_primary())
@@ -396,7 +401,8 @@ def make_context(cfg: Config, data, mesh=None, timings: timing.Timings | None = 
     model = build_model(cfg, data)
     return Context(cfg=cfg, data=data, model=model, mesh=mesh,
                    signature=checkpoints.signature(cfg, data.num_classes, data.image_size, data.channels),
-                   steps_per_epoch=spe, tx=train_state.make_optimizer(momentum=cfg.momentum, weight_decay=cfg.weight_decay),
+                   steps_per_epoch=spe, tx=train_state.make_optimizer(momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                                                                    optimizer=cfg.optimizer),
                    train_step=make_train_step(model, cfg, data, mesh), val_step=make_val_step(model, cfg, data, mesh),
                    timings=timings or timing.Timings())
 

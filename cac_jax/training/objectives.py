@@ -23,15 +23,28 @@ def is_cac(method: str) -> bool:
     return method in ("cac", "cac_learnt")
 
 
-def training_loss(method: str, logits, distances, labels, *, centres=None, lbda: float, alpha: float):
-    """Per-batch (loss, terms, num_correct); ``terms`` holds the named components (means over the batch)."""
+def smoothed_targets(labels, num_classes: int, smoothing: float):
+    """(B, N) ARPL's label smoothing (``loss/LabelSmoothing.py``, Vaze et al.'s recipe): 1 − s on the true class
+    and s / (N − 1) on each other one (not optax's / PyTorch's (1 − s) + s / N)."""
+    one_hot = jnp.eye(num_classes, dtype=jnp.float32)[labels]
+    return one_hot * (1.0 - smoothing) + (1.0 - one_hot) * (smoothing / (num_classes - 1))
+
+
+def training_loss(method: str, logits, distances, labels, *, centres=None, lbda: float, alpha: float,
+                  label_smoothing: float = 0.0):
+    """Per-batch (loss, terms, num_correct); ``terms`` holds the named components (means over the batch).
+    ``label_smoothing`` (CE only): mean of −Σ q·log softmax(z) with q from :func:`smoothed_targets`."""
     if is_cac(method):
         anchors = centres if method == "cac_learnt" else None
         total, anchor, tuplet = losses.cac_loss(logits, labels, anchors=anchors, lbda=lbda, alpha=alpha)
         pred = jnp.argmin(distances, axis=-1) if method == "cac_learnt" else jnp.argmax(logits, axis=-1)
         terms = {"anchor": anchor, "tuplet": tuplet}
     else:
-        total = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+        if label_smoothing:
+            q = smoothed_targets(labels, logits.shape[-1], label_smoothing)
+            total = optax.softmax_cross_entropy(logits, q).mean()
+        else:
+            total = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
         pred = jnp.argmax(logits, axis=-1)
         terms = {}
     return total, terms, jnp.sum(pred == labels)

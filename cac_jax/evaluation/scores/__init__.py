@@ -126,14 +126,14 @@ def class_means(values: np.ndarray, labels: np.ndarray, num_classes: int, keep: 
     """(N, D) float64 mean of ``values`` per class, over the rows ``keep`` selects (the paper's class means:
     the correctly classified ones). A class with none kept falls back to all its rows; a class with no row
     at all is an error."""
-    values = np.asarray(values, np.float64)
+    values = np.asarray(values)  # summed in float64 class by class: no float64 copy of all the rows
     means = np.zeros((num_classes, values.shape[1]), np.float64)
     for k in range(num_classes):
         of_k = labels == k
         if not of_k.any():
             raise ValueError(f"class {k} has no training images: cannot fit its statistics")
         chosen = of_k & keep if keep is not None else of_k
-        means[k] = values[chosen if chosen.any() else of_k].mean(axis=0)
+        means[k] = values[chosen if chosen.any() else of_k].mean(axis=0, dtype=np.float64)
     return means
 
 

@@ -36,8 +36,8 @@ class KNN(Score):
     k: int = 50
 
     def fit(self, train: FitSet) -> dict:
-        h = np.asarray(train.features, np.float64)
-        return {"bank": h / (np.linalg.norm(h, axis=-1, keepdims=True) + EPS)}
+        h = np.asarray(train.features, np.float32)  # float32 like the score: the bank may be GBs (TinyImageNet)
+        return {"bank": h / (np.linalg.norm(h, axis=-1, keepdims=True) + np.float32(EPS))}
 
     def __call__(self, fitted, logits, features):
         bank = fitted["bank"]

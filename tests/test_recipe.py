@@ -1,0 +1,87 @@
+"""Training options of the modern recipe: the per-epoch learning-rate schedule, ARPL's label smoothing, Adam."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from _synthetic import synthetic_data, tiny_config
+
+from cac_jax.config import Config
+from cac_jax.training import loop as train
+from cac_jax.training import objectives, schedules
+from cac_jax.training import state as train_state
+
+
+def test_cosine_warm_restarts_follow_vaze_et_al():
+    """MODERN_PROTOCOL.md (b): 600 epochs, 2 restarts (T = 200), 10 warm-up epochs, eta_min = 1e-3 lr."""
+    cfg = Config(learning_rates=(0.1, 0.001), epochs=(600, 0), lr_schedule="cosine_warm_restarts", warmup_epochs=10,
+                 num_restarts=2)
+    lr = [schedules.epoch_learning_rate(cfg, 1, e) for e in range(600)]
+    eta_min = 1e-4
+    cos = lambda t: eta_min + (0.1 - eta_min) * (1 + math.cos(math.pi * t / 200)) / 2  # noqa: E731
+    assert lr[0] == pytest.approx(eta_min)
+    for e in range(1, 11):
+        assert lr[e] == pytest.approx(eta_min + e / 10 * (cos(10) - eta_min))
+    assert lr[10] == pytest.approx(cos(10)) and lr[11] == pytest.approx(cos(10))  # epoch 11 repeats cos(10)
+    assert lr[200] == pytest.approx(cos(199)) and lr[201] == pytest.approx(0.1) and lr[401] == pytest.approx(0.1)
+    assert min(lr[11:]) >= eta_min and max(lr) == pytest.approx(0.1)
+    assert [schedules.epoch_learning_rate(Config(), 2, e) for e in (0, 5)] == [0.001, 0.001]  # the paper's recipe
+
+
+def test_smoothed_targets_are_arpls_convention():
+    q = np.asarray(objectives.smoothed_targets(jnp.array([3]), 20, 0.9))[0]
+    assert q[3] == pytest.approx(0.1) and np.delete(q, 3) == pytest.approx(np.full(19, 0.9 / 19))
+    assert q.sum() == pytest.approx(1.0)
+    logits = jnp.array([[2.0, -1.0, 0.5], [0.0, 3.0, 1.0]])
+    labels = jnp.array([0, 2])
+    loss, _, correct = objectives.training_loss("ce", logits, None, labels, lbda=0.1, alpha=10.0, label_smoothing=0.3)
+    q = np.array([[0.7, 0.15, 0.15], [0.15, 0.15, 0.7]])
+    expected = np.mean(-np.sum(q * np.asarray(jax.nn.log_softmax(logits)), axis=1))
+    assert float(loss) == pytest.approx(expected, rel=1e-6) and int(correct) == 1
+    with pytest.raises(ValueError, match="label_smoothing=0.1 applies to the ce objective only"):
+        Config(method="cac", label_smoothing=0.1)
+    with pytest.raises(ValueError, match="lr_schedule='step'"):
+        Config(lr_schedule="step")
+
+
+def test_adam_is_pytorchs_adam_without_its_learning_rate():
+    """One step of the lr-free Adam, scaled by lr in the step, against PyTorch's first Adam step in closed form:
+    bias-corrected m / (sqrt(v) + eps) = g / (|g| + eps), with the coupled weight decay in g."""
+    tx = train_state.make_optimizer(momentum=0.9, weight_decay=0.01, optimizer="adam")
+    params = {"w": jnp.array([1.0, -2.0, 0.5])}
+    grads = {"w": jnp.array([0.3, 0.0, -4.0])}
+    updates, _ = tx.update(grads, tx.init(params), params)
+    g = np.array([0.3, 0.0, -4.0]) + 0.01 * np.array([1.0, -2.0, 0.5])
+    np.testing.assert_allclose(0.001 * np.asarray(updates["w"]), -0.001 * g / (np.abs(g) + 1e-8), rtol=1e-5)
+    assert isinstance(train_state.make_optimizer(momentum=0.9, weight_decay=0.0), optax.GradientTransformation)
+    with pytest.raises(ValueError, match="optimizer='lamb'"):
+        train_state.make_optimizer(momentum=0.9, weight_decay=0.0, optimizer="lamb")
+
+
+@pytest.mark.parametrize("changes", [
+    dict(method="ce", lr_schedule="cosine_warm_restarts", warmup_epochs=1, num_restarts=1, label_smoothing=0.2,
+         epochs=(4, 0), stages="1"),
+    dict(method="ce", optimizer="adam", learning_rates=(0.001, 0.0001), epochs=(2, 1)),
+])
+def test_a_run_with_the_options_trains_and_compiles_its_step_once(tmp_path, changes):
+    train._train_step.cache_clear()
+    data = synthetic_data()
+    cfg = tiny_config(tmp_path, **changes)
+    ctx = train.make_context(cfg, data)
+    assert train.train(ctx)
+    assert ctx.train_step._cache_size() == 1  # the schedule's changing lr is an argument, not a new program
+
+
+def test_work_directories_of_earlier_versions_still_match_their_config():
+    """A field an earlier version did not write ran as its default: resuming or reusing such a run is allowed."""
+    from cac_jax.runs import run as run_lib
+
+    cfg = Config()
+    old = cfg.to_dict()
+    for key in ("optimizer", "lr_schedule", "label_smoothing", "warmup_epochs", "num_restarts", "eta_min_fraction"):
+        del old[key]
+    assert run_lib.config_diffs(old, cfg) == []
+    assert run_lib.config_diffs(old, cfg.replace(optimizer="adam")) == ["optimizer: 'sgd' -> 'adam'"]
