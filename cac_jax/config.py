@@ -22,7 +22,7 @@ METHODS = ("cac", "cac_learnt", "ce", "ce_msp", "ce_max_logit", "ce_distance")
 ALL_OBJECTIVES = ("cac", "cac_learnt", "ce")  # what `--method all` trains: one network per objective
 OBJECTIVES = {"cac": "cac", "cac_learnt": "cac_learnt", "ce": "ce", "ce_msp": "ce", "ce_max_logit": "ce",
               "ce_distance": "ce"}
-MODELS = ("cac_cnn", "small_cnn")
+MODELS = ("cac_cnn", "classifier32", "small_cnn")
 STAGES = ("both", "1", "2")
 DTYPES = ("float32", "bfloat16")
 EXPERIMENTS = ("digits", "mnist", "svhn", "cifar10", "cifar_plus_10", "cifar_plus_50", "tiny_imagenet")
@@ -52,6 +52,10 @@ class Config:
     eta_min_fraction: float = 1e-3  # cosine_warm_restarts: the lowest lr, as a fraction of the base lr
     optimizer: str = "sgd"  # "sgd" (momentum, coupled L2) or "adam" (PyTorch's Adam, coupled L2)
     label_smoothing: float = 0.0  # ce: target 1 - s on the true class, s / (N - 1) on the others (ARPL's)
+    augmentation: str = "cac2021"  # the original's crop/flip/rotation, or "randaugment" (Vaze et al.'s pipeline)
+    randaugment_n: int = 1  # augmentation=randaugment: ops per image
+    randaugment_m: float = 9.0  # augmentation=randaugment: magnitude, 0..30
+    normalisation: str = "dataset"  # the dataset's mean/std (the original's), or "vaze2022" (CIFAR's for all)
     epochs: tuple[int, ...] = (30, 10)  # epochs of each stage
     weight_decay: float = 5e-6  # PyTorch-style coupled L2 (added to the gradient before momentum)
     momentum: float = 0.9
@@ -77,6 +81,11 @@ class Config:
         _check_choice("dtype", self.dtype, DTYPES)
         _check_choice("lr_schedule", self.lr_schedule, ("constant", "cosine_warm_restarts"))
         _check_choice("optimizer", self.optimizer, ("sgd", "adam"))
+        _check_choice("augmentation", self.augmentation, ("cac2021", "randaugment"))
+        _check_choice("normalisation", self.normalisation, ("dataset", "vaze2022"))
+        if self.randaugment_n < 0 or not 0 <= self.randaugment_m <= 30:
+            raise ValueError(f"randaugment_n must be >= 0 and randaugment_m in [0, 30], got {self.randaugment_n}, "
+                             f"{self.randaugment_m}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must lie in [0, 1), got {self.label_smoothing}")
         if self.label_smoothing and self.objective != "ce":

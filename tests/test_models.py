@@ -86,3 +86,72 @@ def test_bad_arguments_are_clear():
         models.create_model(model="resnet", method="cac", num_classes=6, image_size=32, dropout=0.2)
     with pytest.raises(ValueError, match="unknown method"):
         models.create_model(model="cac_cnn", method="openmax", num_classes=6, image_size=32, dropout=0.2)
+
+
+def _classifier32(num_classes=6, method="ce"):
+    return models.create_model(model="classifier32", method=method, num_classes=num_classes, image_size=32,
+                               dropout=0.2)
+
+
+def test_classifier32_is_arpls_network():
+    """ARPL / Vaze et al.'s classifier32: the CAC network's nine convolutions, average pooling to 128 features,
+    a bias-free linear layer, their initialisation."""
+    model = _classifier32()
+    v = models.init_variables(model, jax.random.key(0), 32, 3)
+    p = v["params"]
+    convs = [p["encoder"][f"Conv_{i}"]["kernel"] for i in range(9)]
+    assert sum(int(k.size) for k in convs) == 3 * 64 * 9 + 64 * 64 * 9 + 64 * 128 * 9 + 6 * 128 * 128 * 9
+    assert set(p["classify"]) == {"kernel"} and p["classify"]["kernel"].shape == (128, 6)
+    assert models.count_params(p) == 997_056 + 2 * 1024 + 128 * 6
+    every = np.concatenate([np.ravel(k) for k in convs[1:]])
+    assert abs(every.std() - 0.05) < 0.002 and abs(every.mean()) < 0.002  # N(0, 0.05)
+    scales = np.concatenate([np.ravel(p["encoder"][f"BatchNorm_{i}"]["scale"]) for i in range(9)])
+    assert abs(scales.mean() - 1) < 0.005 and abs(scales.std() - 0.02) < 0.005
+    assert np.abs(p["classify"]["kernel"]).max() <= 1 / np.sqrt(128)
+    logits, dist, feats = model.apply(v, jnp.zeros((2, 64, 64, 3)), train=False, with_features=True)
+    assert logits.shape == (2, 6) and dist is None and feats.shape == (2, 128)  # any input size: pooled
+
+
+def test_classifier32_gives_pytorchs_logits():
+    """The same weights in a PyTorch transcription of ARPL's models/classifier32.py, eval mode."""
+    torch = pytest.importorskip("torch")
+    from torch import nn
+
+    class Classifier32(nn.Module):
+        def __init__(self, num_classes):
+            super().__init__()
+            chans = [(3, 64, 1), (64, 64, 1), (64, 128, 2), (128, 128, 1), (128, 128, 1), (128, 128, 2),
+                     (128, 128, 1), (128, 128, 1), (128, 128, 2)]
+            self.convs = nn.ModuleList([nn.Conv2d(i, o, 3, s, 1, bias=False) for i, o, s in chans])
+            self.bns = nn.ModuleList([nn.BatchNorm2d(o) for _, o, _ in chans])
+            self.drops = nn.ModuleList([nn.Dropout2d(0.2) for _ in range(3)])
+            self.fc = nn.Linear(128, num_classes, bias=False)
+
+        def forward(self, x):
+            for i, (c, b) in enumerate(zip(self.convs, self.bns)):
+                if i % 3 == 0:
+                    x = self.drops[i // 3](x)
+                x = nn.functional.leaky_relu(b(c(x)), 0.2)
+            return self.fc(nn.functional.adaptive_avg_pool2d(x, 1).flatten(1))
+
+    model = _classifier32()
+    v = models.init_variables(model, jax.random.key(1), 32, 3)
+    rng = np.random.default_rng(0)
+    stats = {f"BatchNorm_{i}": {"mean": rng.normal(size=w) * 0.1, "var": rng.uniform(0.5, 1.5, w)}
+             for i, w in enumerate([64, 64, 128] + [128] * 6)}
+    v = {**v, "batch_stats": {"encoder": {k: {n: jnp.asarray(a, jnp.float32) for n, a in s.items()}
+                                          for k, s in stats.items()}}}
+    net = Classifier32(6).eval()
+    with torch.no_grad():
+        for i in range(9):
+            enc = v["params"]["encoder"]
+            net.convs[i].weight.copy_(torch.from_numpy(np.transpose(np.asarray(enc[f"Conv_{i}"]["kernel"]), (3, 2, 0, 1)).copy()))
+            net.bns[i].weight.copy_(torch.from_numpy(np.array(enc[f"BatchNorm_{i}"]["scale"])))
+            net.bns[i].bias.copy_(torch.from_numpy(np.array(enc[f"BatchNorm_{i}"]["bias"])))
+            net.bns[i].running_mean.copy_(torch.from_numpy(stats[f"BatchNorm_{i}"]["mean"].astype(np.float32)))
+            net.bns[i].running_var.copy_(torch.from_numpy(stats[f"BatchNorm_{i}"]["var"].astype(np.float32)))
+        net.fc.weight.copy_(torch.from_numpy(np.asarray(v["params"]["classify"]["kernel"]).T.copy()))
+        x = rng.normal(size=(4, 32, 32, 3)).astype(np.float32)
+        want = net(torch.from_numpy(np.transpose(x, (0, 3, 1, 2)))).numpy()
+    got, _ = model.apply(v, jnp.asarray(x), train=False)
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-4, atol=1e-4)

@@ -65,14 +65,17 @@ def test_adam_is_pytorchs_adam_without_its_learning_rate():
     dict(method="ce", lr_schedule="cosine_warm_restarts", warmup_epochs=1, num_restarts=1, label_smoothing=0.2,
          epochs=(4, 0), stages="1"),
     dict(method="ce", optimizer="adam", learning_rates=(0.001, 0.0001), epochs=(2, 1)),
+    dict(method="cac", augmentation="randaugment", randaugment_m=9, normalisation="vaze2022", epochs=(2, 1)),
 ])
 def test_a_run_with_the_options_trains_and_compiles_its_step_once(tmp_path, changes):
     train._train_step.cache_clear()
-    data = synthetic_data()
     cfg = tiny_config(tmp_path, **changes)
+    data = train.with_normalisation(synthetic_data(), cfg.normalisation)
     ctx = train.make_context(cfg, data)
     assert train.train(ctx)
     assert ctx.train_step._cache_size() == 1  # the schedule's changing lr is an argument, not a new program
+    if cfg.normalisation == "vaze2022":
+        assert data.mean == (0.4914,) and data.std == (0.2023,)  # CIFAR's statistics; one channel here
 
 
 def test_work_directories_of_earlier_versions_still_match_their_config():
@@ -81,7 +84,8 @@ def test_work_directories_of_earlier_versions_still_match_their_config():
 
     cfg = Config()
     old = cfg.to_dict()
-    for key in ("optimizer", "lr_schedule", "label_smoothing", "warmup_epochs", "num_restarts", "eta_min_fraction"):
+    for key in ("optimizer", "lr_schedule", "label_smoothing", "warmup_epochs", "num_restarts", "eta_min_fraction",
+                "augmentation", "randaugment_n", "randaugment_m", "normalisation"):
         del old[key]
     assert run_lib.config_diffs(old, cfg) == []
     assert run_lib.config_diffs(old, cfg.replace(optimizer="adam")) == ["optimizer: 'sgd' -> 'adam'"]

@@ -181,3 +181,35 @@ def _check(images, image_size) -> None:
         raise ValueError(f"expected a batch of square images (B, H, H, C), got shape {shape}")
     if int(image_size) < 1:
         raise ValueError(f"image_size must be positive, got {image_size!r}")
+
+
+# Vaze et al.'s normalisation, the CIFAR statistics for every dataset (MODERN_PROTOCOL.md (b)); a one-channel
+# image (our MNIST; they convert it to RGB) takes the first channel's.
+VAZE_MEAN = (0.4914, 0.4822, 0.4465)
+VAZE_STD = (0.2023, 0.1994, 0.2010)
+
+
+@functools.partial(jax.jit, static_argnames=("image_size", "n", "m", "ops", "flip", "mean", "std"))
+def _randaugment_train(key, images, *, image_size, n, m, ops, flip, mean, std):
+    from cac_jax.data import randaugment
+
+    b = images.shape[0]
+    k_ra, k_crop, k_flip = jax.random.split(key, 3)
+    x = randaugment.rand_augment(k_ra, images, n=n, m=m, ops=ops)
+    x = resize(x.astype(jnp.float32), image_size)
+    padded = jnp.pad(x, ((0, 0), (4, 4), (4, 4), (0, 0)))
+    offsets = jax.random.randint(k_crop, (b, 2), 0, 9)
+    x = jax.vmap(lambda img, o: jax.lax.dynamic_slice(img, (o[0], o[1], 0), (image_size, image_size, img.shape[-1])))(
+        padded, offsets)
+    flips = jax.random.bernoulli(k_flip, flip, (b,))
+    x = jnp.where(flips[:, None, None, None], x[:, :, ::-1, :], x)
+    return _normalise(x, mean, std)
+
+
+def randaugment_train(key, images, *, image_size: int, n: int, m: float, ops, flip: float = 0.5, mean, std):
+    """Vaze et al.'s train augmentation of uint8 images (B, H, H, C) → normalised float32 (B, S, S, C):
+    RandAugment(n, m) at the stored size (:mod:`cac_jax.data.randaugment`), Resize(S), RandomCrop(S,
+    padding=4) with zero padding, RandomHorizontalFlip(``flip``, digits too), Normalize(mean, std)."""
+    _check(images, image_size)
+    return _randaugment_train(key, images, image_size=int(image_size), n=int(n), m=float(m), ops=tuple(ops),
+                              flip=float(flip), mean=_floats(mean), std=_floats(std))

@@ -98,15 +98,28 @@ def load_data(cfg: Config):
         tfds.disable_progress_bar()
 
     def load():
-        return data_lib.load_open_set(cfg.dataset, cfg.trial, family=cfg.split_family, data_dir=cfg.data_dir,
+        data = data_lib.load_open_set(cfg.dataset, cfg.trial, family=cfg.split_family, data_dir=cfg.data_dir,
                                       npz_path=cfg.npz_path, manual_dir=cfg.manual_dir,
                                       trainval_file=cfg.trainval_file)
+        return with_normalisation(data, cfg.normalisation)
 
     if distributed.process_count() == 1:
         return load()
     data = load() if distributed.is_primary() else None
     distributed.barrier("data prepared")
     return data if data is not None else load()
+
+
+def with_normalisation(data, normalisation: str):
+    """``data`` with the per-channel mean/std that ``normalisation`` names: the dataset's (the original's), or
+    Vaze et al.'s CIFAR statistics for every dataset (the first channel's for one-channel images)."""
+    if normalisation == "dataset":
+        return data
+    from cac_jax.data import augment
+
+    c = data.channels
+    mean, std = (augment.VAZE_MEAN, augment.VAZE_STD) if c == 3 else (augment.VAZE_MEAN[:c], augment.VAZE_STD[:c])
+    return dataclasses.replace(data, mean=tuple(mean), std=tuple(std))
 
 
 def agree_on_run(cfg: Config, data=None) -> None:
@@ -137,8 +150,15 @@ def make_train_step(model, cfg: Config, data, mesh):
     donated. ``order`` (steps_per_epoch, batch) holds the epoch's batches of training-set indices, split along
     the batch; the step takes row ``state.step % steps_per_epoch``. ``rng`` = int32 (seed, stage); ``lr`` the
     learning rate (a float32 scalar)."""
-    aug = (("image_size", data.image_size), ("scale_min", data.scale_min), ("flip", data.flip),
-           ("rotate", data.rotate), ("mean", tuple(data.mean)), ("std", tuple(data.std)))
+    if cfg.augmentation == "randaugment":
+        from cac_jax.data import randaugment
+
+        ops = randaugment.OPS_DIGITS if data.dataset in randaugment.DIGIT_DATASETS else randaugment.OPS
+        aug = (("policy", "randaugment"), ("image_size", data.image_size), ("n", cfg.randaugment_n),
+               ("m", cfg.randaugment_m), ("ops", ops), ("mean", tuple(data.mean)), ("std", tuple(data.std)))
+    else:
+        aug = (("policy", "cac2021"), ("image_size", data.image_size), ("scale_min", data.scale_min),
+               ("flip", data.flip), ("rotate", data.rotate), ("mean", tuple(data.mean)), ("std", tuple(data.std)))
     return _train_step(model, cfg.method, cfg.lbda, cfg.alpha, cfg.label_smoothing, cfg.dtype, aug, mesh)
 
 
@@ -147,6 +167,7 @@ def _train_step(model, method, lbda, alpha, label_smoothing, dtype, aug, mesh):
     from cac_jax.data import augment
 
     aug, dtype = dict(aug), jnp.dtype(dtype)
+    augment_batch = augment.randaugment_train if aug.pop("policy") == "randaugment" else augment.train_augment
     batch = mesh_lib.batch_sharding(mesh)
 
     def step(state, sums, train, order, rng, lr):
@@ -155,7 +176,7 @@ def _train_step(model, method, lbda, alpha, label_smoothing, dtype, aug, mesh):
         labels = jax.lax.with_sharding_constraint(train["labels"][idx], batch)
         stage_key = jax.random.fold_in(jax.random.key(rng[0]), rng[1])
         aug_key, drop_key = jax.random.split(jax.random.fold_in(stage_key, state.step))
-        x = augment.train_augment(aug_key, images, **aug).astype(dtype)
+        x = augment_batch(aug_key, images, **aug).astype(dtype)
 
         def loss_fn(params):
             variables = {"params": params, "batch_stats": state.batch_stats, **state.constants}
