@@ -176,8 +176,7 @@ def jax_setup(args):
         step = train.make_train_step(model, cfg, data, mesh)
         rep = mesh_lib.replicated(mesh)
         state = fresh_state(mesh)
-        sums = jax.device_put({k: np.zeros((), np.float32) for k in ("loss", "correct", "count", "nonfinite",
-                                                                      "anchor", "tuplet")}, rep)
+        sums = jax.device_put({k: np.zeros((), np.float32) for k in train.metric_names(cfg.method)}, rep)
         arrays = jax.device_put({"images": images.reshape(-1, *images.shape[2:]), "labels": labels.reshape(-1)}, rep)
         (order,) = mesh_lib.put_batches(mesh, np.arange(NUM_BATCHES * BATCH, dtype=np.int32).reshape(NUM_BATCHES, BATCH))
         rng, lr = jax.device_put((np.asarray([cfg.seed, 1], np.int32), np.float32(cfg.learning_rates[0])), rep)

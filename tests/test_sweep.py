@@ -10,9 +10,9 @@ from _synthetic import synthetic_data, tiny_config
 
 from cac_jax import cli
 from cac_jax import config
+from cac_jax.evaluation import scores as score_registry
 from cac_jax.runs import sweep
 from cac_jax.runs import run as run_lib
-from cac_jax.training import loop as train
 
 
 @pytest.fixture(scope="module")
@@ -108,8 +108,16 @@ def test_sweep_command_line():
 
 def test_parallel_sweep_trains_trials_in_processes_like_a_sequential_run(tmp_path, capsys):
     root = str(tmp_path / "sweep")
+    extra = tmp_path / "extra_scores.py"  # a score of one's own reaches the trials' processes through --import
+    extra.write_text("import jax.numpy as jnp\nfrom cac_jax.evaluation import scores\n\n\n@scores.register\n"
+                     "class NegMean(scores.Score):\n    name = 'neg_mean_test'\n\n"
+                     "    def __call__(self, fitted, logits, features):\n"
+                     "        return jnp.argmax(logits, -1), -jnp.mean(logits, -1)\n")
     args = ["sweep", "--experiment", "digits", "--trials", "0,1", "--epochs", "1,1", "--no-progress", "--workdir", root]
-    assert cli.main(args + ["--parallel", "2"]) == 0
+    try:
+        assert cli.main(args + ["--parallel", "2", "--import", str(extra)]) == 0
+    finally:
+        score_registry._REGISTRY.pop("neg_mean_test", None)
     out = capsys.readouterr().out
     assert "output in" in out and "trial 0: finished" in out and "trial 1: finished" in out
     per = [json.load(open(os.path.join(root, f"trial{k}", "results.json"))) for k in (0, 1)]
@@ -118,6 +126,7 @@ def test_parallel_sweep_trains_trials_in_processes_like_a_sequential_run(tmp_pat
         assert f"training digits trial {k}" in log and f"AUROC {p['auroc']:.4f}" in log
     summary = json.load(open(os.path.join(root, "results.json")))
     assert [r["trial"] for r in summary["per_trial"]] == [0, 1]
+    assert all("neg_mean_test" in p["scores"] for p in per) and "neg_mean_test" in summary["scores"]
     assert summary["mean"]["auroc"] == pytest.approx((per[0]["auroc"] + per[1]["auroc"]) / 2)
     # The child ran exactly what a run in this process runs.
     cfg = config.Config.from_dict(per[0]["config"]).replace(workdir=str(tmp_path / "sequential"))

@@ -22,7 +22,9 @@ def test_sections_are_exclusive_and_compilation_is_taken_out():
             time.sleep(0.02)
     out = t.as_dict(time.perf_counter() - start)
     assert t.compilations >= 1 and out["compile"] > 0
-    assert out["outer"] == pytest.approx(0.07, abs=0.03) and out["inner"] == pytest.approx(0.05, abs=0.03)
+    # Each section holds its own sleeps, not the other's nor the compilation (a loaded machine only adds time).
+    assert out["outer"] >= 0.069 and out["inner"] >= 0.049
+    assert out["outer"] + out["inner"] + out["compile"] <= out["total"] + 0.001
     assert out["outer"] + out["inner"] + out["compile"] + out["other"] == pytest.approx(out["total"], abs=0.005)
     assert "XLA compilations" in timing.summary(out)
     # Outside ``active()`` nothing listens any more.

@@ -152,3 +152,20 @@ def test_other_methods_train(tmp_path, data, method):
         state, _ = _latest_params(str(tmp_path), cfg, data, 2)
         assert not np.allclose(state.params["centres"], 10 * np.eye(3))
         assert os.path.exists(tmp_path / "results.json")
+
+
+def test_tensorboard_files_only_on_request(tmp_path):
+    from cac_jax.training.run_log import RunLog
+
+    log = RunLog(str(tmp_path / "off"))
+    log.write({"kind": "train", "step": 1, "global_step": 1, "loss": 1.0})
+    log.close()
+    assert not (tmp_path / "off" / "tensorboard").exists()
+    try:
+        log = RunLog(str(tmp_path / "on"), tensorboard=True)
+    except ValueError as e:  # neither tensorboardX nor torch here: the message says what to install
+        assert "tensorboardX or torch" in str(e)
+        return
+    log.write({"kind": "train", "step": 1, "global_step": 1, "loss": 1.0})
+    log.close()
+    assert any(p.name.startswith("events.out.tfevents") for p in (tmp_path / "on" / "tensorboard").iterdir())

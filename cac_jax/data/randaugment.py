@@ -204,7 +204,7 @@ def cutout(img, value: float, u):
     y1 = jnp.minimum(h, y0 + value)
     xs, ys = jnp.arange(w)[None, :], jnp.arange(h)[:, None]
     box = (xs >= x0) & (xs <= jnp.floor(x1)) & (ys >= y0) & (ys <= jnp.floor(y1))
-    fill = jnp.asarray(CUTOUT_FILL[: img.shape[-1]] if img.shape[-1] == 3 else CUTOUT_FILL[:1], jnp.uint8)
+    fill = jnp.asarray(CUTOUT_FILL[: img.shape[-1]], jnp.uint8)  # (125,) for one channel
     return jnp.where(box[..., None], fill, img)
 
 
@@ -218,7 +218,7 @@ def make_ops(ops: tuple[str, ...], m: float, height: int, width: int):
     fns = []
     for op in ops:
         v = op_value(op, m)
-        if op in ("Rotate", "ShearX", "ShearY", "TranslateXabs", "TranslateYabs"):
+        if op in SIGNED:  # the geometric ops, the ones with a random sign
             maps = [tuple(jnp.asarray(a) for a in affine_source(height, width, geometric_matrix(op, s * v, height, width)))
                     for s in (1.0, -1.0)]
             fns.append(lambda img, sign, u, maps=maps: jnp.where(sign, _sample(img, *maps[1]), _sample(img, *maps[0])))

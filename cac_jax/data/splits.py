@@ -156,14 +156,9 @@ _ARPL_TINY_KNOWN = (
 )
 
 
-def _tiny(known_lists):
-    # TinyImageNet unknowns are the other 180 of the 200 classes.
-    return tuple((k, tuple(sorted(set(range(_TINY_CLASSES)) - set(k)))) for k in known_lists)
-
-
-def _ten(known_lists):
-    # MNIST, SVHN, CIFAR10: the unknowns are the other 4 of the 10 classes.
-    return tuple((k, tuple(sorted(set(range(10)) - set(k)))) for k in known_lists)
+def _complement(known_lists, total: int):
+    # (known, the other classes ascending): MNIST, SVHN, CIFAR10 (10 classes), TinyImageNet (200).
+    return tuple((k, tuple(sorted(set(range(total)) - set(k)))) for k in known_lists)
 
 
 def _plus(unknown_lists, known_lists=(CIFAR10_VEHICLES,) * NUM_TRIALS):
@@ -177,7 +172,7 @@ _SPLITS = {
         "cifar10": _NEAL_10,
         "cifar_plus_10": _plus(_NEAL_CIFAR_PLUS_10),
         "cifar_plus_50": _plus((CIFAR100_ANIMALS,) * NUM_TRIALS),
-        "tiny_imagenet": _tiny(_NEAL_TINY_KNOWN),
+        "tiny_imagenet": _complement(_NEAL_TINY_KNOWN, _TINY_CLASSES),
     },
     "cac_random2020": {
         "mnist": _OLD_MNIST,
@@ -186,15 +181,15 @@ _SPLITS = {
         "cifar_plus_10": _plus(_OLD_CIFAR_PLUS_10),
         # The old files hold a different permutation per trial of the same 50 classes.
         "cifar_plus_50": _plus((CIFAR100_ANIMALS,) * NUM_TRIALS),
-        "tiny_imagenet": _tiny(_OLD_TINY_KNOWN),
+        "tiny_imagenet": _complement(_OLD_TINY_KNOWN, _TINY_CLASSES),
     },
     "arpl2020": {
-        "mnist": _ten(_ARPL_MNIST_KNOWN),
-        "svhn": _ten(_ARPL_SVHN_KNOWN),
-        "cifar10": _ten(_ARPL_CIFAR10_KNOWN),
+        "mnist": _complement(_ARPL_MNIST_KNOWN, 10),
+        "svhn": _complement(_ARPL_SVHN_KNOWN, 10),
+        "cifar10": _complement(_ARPL_CIFAR10_KNOWN, 10),
         "cifar_plus_10": _plus(_ARPL_CIFAR_PLUS_10_UNKNOWN, _ARPL_CIFAR_PLUS_KNOWN),
         "cifar_plus_50": _plus(_ARPL_CIFAR_PLUS_50_UNKNOWN, _ARPL_CIFAR_PLUS_KNOWN),
-        "tiny_imagenet": _tiny(_ARPL_TINY_KNOWN),
+        "tiny_imagenet": _complement(_ARPL_TINY_KNOWN, _TINY_CLASSES),
     },
 }
 

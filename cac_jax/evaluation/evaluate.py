@@ -114,12 +114,6 @@ def compute_logits(model, variables, images: np.ndarray, *, mesh, image_size: in
                    batch_size=batch_size)[0]
 
 
-def class_means(logits: np.ndarray, labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
-    """(N, N) mean logit vector of the correctly classified samples of each class (float64); a class with no
-    correct sample (only in degenerate runs) falls back to the mean of all its samples."""
-    return score_registry.class_means(logits, labels, num_classes, keep=np.asarray(predictions) == np.asarray(labels))
-
-
 def training_anchors(variables) -> np.ndarray | None:
     """The centres the network was trained against: learnt centres, fixed alpha·I, or None (CE network)."""
     if "centres" in variables["params"]:
@@ -162,8 +156,7 @@ def fit_set(model, variables, data, *, mesh, flip: bool, batch_size: int = 512) 
 
 def class_mean_anchors(model, variables, data, *, mesh, flip: bool, batch_size: int = 512) -> np.ndarray:
     """SPEC.md §2 step 2: class means of correctly classified (unaugmented, optionally also flipped) train images."""
-    train = fit_set(model, variables, data, mesh=mesh, flip=flip, batch_size=batch_size)
-    return class_means(train.logits, train.labels, train.predictions, data.num_classes)
+    return fit_set(model, variables, data, mesh=mesh, flip=flip, batch_size=batch_size).class_means
 
 
 def open_set_metrics(known_scores, unknown_scores, known_pred, known_labels) -> dict:
@@ -206,7 +199,7 @@ def compute_outputs(model, variables, data, cfg, mesh) -> tuple[EvalOutputs, dic
     out = EvalOutputs(method=cfg.method, known_logits=known_logits, unknown_logits=unknown_logits,
                       known_labels=np.asarray(data.test_known.labels), known_pred=top["known_pred"],
                       known_scores=top["known_scores"], unknown_scores=top["unknown_scores"],
-                      class_means=class_means(train.logits, train.labels, train.predictions, data.num_classes),
+                      class_means=train.class_means,
                       train_anchors=training_anchors(variables), score=headline, scores=per_score)
     return out, errors
 

@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
-import os
 import time
 
 import jax
@@ -139,10 +137,14 @@ def build_model(cfg: Config, data) -> models.OpenSetClassifier:
                                image_size=data.image_size, dropout=cfg.dropout, alpha=cfg.alpha, dtype=cfg.dtype)
 
 
+def metric_names(method: str) -> list[str]:
+    """The sums the train step accumulates for ``method``."""
+    return ["loss", "correct", "count", "nonfinite"] + (["anchor", "tuplet"] if objectives.is_cac(method) else [])
+
+
 def zero_metrics(ctx: Context):
     """The train step's metric sums, zero, on the devices."""
-    names = ["loss", "correct", "count", "nonfinite"] + (["anchor", "tuplet"] if objectives.is_cac(ctx.cfg.method) else [])
-    return mesh_lib.replicate(ctx.mesh, {k: np.zeros((), np.float32) for k in names})
+    return mesh_lib.replicate(ctx.mesh, {k: np.zeros((), np.float32) for k in metric_names(ctx.cfg.method)})
 
 
 def make_train_step(model, cfg: Config, data, mesh):

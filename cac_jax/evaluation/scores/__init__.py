@@ -34,6 +34,7 @@ scores) is followed; each module says where it departs.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, ClassVar
 
 import numpy as np
@@ -56,6 +57,12 @@ class FitSet:
     @property
     def correct(self) -> np.ndarray:
         return self.predictions == self.labels
+
+    @functools.cached_property
+    def class_means(self) -> np.ndarray:
+        """(N, N) float64 class means of the correctly classified logits (the test-time anchors of SPEC.md §2),
+        computed once for every score that uses them."""
+        return class_means(self.logits, self.labels, self.num_classes, keep=self.correct)
 
 
 class Score:

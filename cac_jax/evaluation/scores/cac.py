@@ -13,12 +13,12 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from cac_jax.core import cac_score, losses
-from cac_jax.evaluation.scores import FitSet, Score, class_means, register
+from cac_jax.evaluation.scores import FitSet, Score, register
 
 
 class _ClassMeanDistance(Score):
     def fit(self, train: FitSet) -> dict:
-        return {"means": class_means(train.logits, train.labels, train.num_classes, keep=train.correct)}
+        return {"means": train.class_means}
 
     def distances(self, fitted, logits):
         return losses.distances(jnp.asarray(logits, jnp.float32), fitted["means"])

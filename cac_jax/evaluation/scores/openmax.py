@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import optimize
 
-from cac_jax.evaluation.scores import FitSet, Score, class_means, register
+from cac_jax.evaluation.scores import FitSet, Score, register
 
 
 def fit_weibull_high(distances, tail: int, translate: float) -> dict:
@@ -93,7 +93,7 @@ class OpenMax(Score):
     rank_weights: str = "code"
 
     def fit(self, train: FitSet) -> dict:
-        means = class_means(train.logits, train.labels, train.num_classes, keep=train.correct)
+        means = train.class_means
         logits = np.asarray(train.logits, np.float64)
         fits = []
         for c in range(train.num_classes):
