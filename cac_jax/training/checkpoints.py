@@ -15,7 +15,7 @@ the stage's own ``best`` checkpoint is written when the stage ends, before ``lat
 which those versions wrote at every improvement.)
 
 Saves are asynchronous: ``save`` returns once the state is copied off the device and the files are
-written in the background, the next save of the same kind (or :meth:`StageCheckpoints.wait`/``close``)
+written in the background, the next save (of either kind; or :meth:`StageCheckpoints.wait`/``close``)
 waiting for them. A save interrupted by a kill stays a temporary directory, which the next run removes;
 the checkpoint before it is untouched. In a job of several processes every process calls every method
 (Orbax saves collectively: one copy of the replicated state, the files written by process 0).
@@ -73,7 +73,9 @@ class StageCheckpoints:
         state so far, ``best`` (``state`` itself while there is none). Returns once the arrays are off the
         device: the caller may donate them to the next step."""
         mngr = self._manager(kind)
-        mngr.wait_until_finished()
+        # One save in flight per process: in a job of several processes Orbax finishes every save behind
+        # barriers of one fixed name, so a ``best`` save finishing while ``latest`` does fails the job.
+        self.wait()
         if step in mngr.all_steps():
             # A resumed run replays the steps after its latest checkpoint, and may save one of them again.
             mngr.delete(step)
