@@ -12,11 +12,11 @@
 #   bash benchmarks/gpu_reproduce.sh pack OUT            # results, logs, plots (no checkpoints) -> OUT/runs.tar.gz
 #
 # DATA holds mnist.npz, cifar10_jpeg.npz and expand_cifar10.py (the files of ../shared/data).
-# Runs go to runs/gpu/ and resume from their checkpoints when started again.
+# Runs go to $RUNS (default runs/gpu/) and resume from their checkpoints when started again.
 set -u -o pipefail
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1
-RUNS=runs/gpu
+RUNS=${RUNS:-runs/gpu}
 # The training runs share the GPU (5 MNIST trials and CIFAR-10); JAX would give the first 75% of its memory.
 share_gpu() { export XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.12}; }
 

@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--experiment", default="digits", choices=config_lib.EXPERIMENTS,
                    help="experiment module under experiments/ (default: digits, built-in data)")
     t.add_argument("--trial", type=_trials, default=None, help="trial(s) 0-4, e.g. 0 or 0,1,2,3,4 (default 0)")
-    t.add_argument("--workdir", help="work directory (default runs/<experiment>/trial<k>; with several trials "
+    t.add_argument("--workdir", help="work directory (default runs/<experiment>[_<split family>][_<recipe>]/trial<k>; with several trials "
                                      "<workdir>/trial<k>)")
     t.add_argument("--seed", type=int, help="random seed (init, augmentation, dropout, data order)")
     t.add_argument("--epochs", help="epochs of stage 1 and stage 2, e.g. 2,1")
@@ -102,7 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"one of {', '.join(config_lib.METHODS)}, several comma-separated, or 'all': one network per "
                         f"objective ({', '.join(config_lib.ALL_OBJECTIVES)}), each scored by every score (default cac)")
     s.add_argument("--trials", type=_trials, default=[0, 1, 2, 3, 4], help="trials, e.g. 0,1,2,3,4 (the default)")
-    s.add_argument("--workdir", help="sweep directory (default runs/sweeps/<experiment>/<method>; with several "
+    s.add_argument("--workdir", help="sweep directory (default runs/sweeps/<experiment>[_<split family>][_<recipe>]/"
+                                     "<method>, naming the family and recipe where not the paper's; with several "
                                      "methods <workdir>/<method>)")
     s.add_argument("--seed", type=int, help="random seed")
     s.add_argument("--epochs", help="epochs of stage 1 and stage 2, e.g. 2,1 (fewer than the experiment's: "
@@ -249,14 +250,16 @@ def cmd_sweep(args) -> int:
     from cac_jax.runs import sweep
 
     flags = [f"{flag}={getattr(args, flag)}" for flag in ("seed", "epochs") if getattr(args, flag) is not None]
-    base = config_lib.apply_overrides(config_lib.get_experiment(args.experiment), flags + _common_overrides(args))
     for method in args.method:
+        # Per method: a recipe's settings may depend on the objective (label smoothing for ce only).
+        base = config_lib.apply_overrides(config_lib.get_experiment(args.experiment),
+                                          [*flags, *_common_overrides(args), f"method={method}"])
         workdir = args.workdir
         if workdir is None:
-            workdir = sweep.default_workdir(args.experiment, method)
+            workdir = sweep.default_workdir(base)
         elif len(args.method) > 1:
             workdir = os.path.join(workdir, method)
-        result = sweep.run_sweep(base.replace(method=method), args.trials, workdir, parallel=args.parallel,
+        result = sweep.run_sweep(base, args.trials, workdir, parallel=args.parallel,
                                  log=lambda m: print(m, flush=True), imports=args.imports)
         print(sweep.sweep_markdown(result))
         print(f"wrote {os.path.join(workdir, 'results.json')} and results.md", flush=True)

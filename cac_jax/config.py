@@ -4,6 +4,12 @@ Every experiment module (``experiments/<name>.py``) returns a :class:`Config` fr
 the command line overrides single fields with ``--set key=value`` (parsed by the field's type, see
 :func:`parse_override`). The resolved config is written to ``<workdir>/config.json`` and embedded
 in ``results.json``, so a run can be re-evaluated or resumed from its work directory alone.
+
+A *recipe* is a named set of training fields (:data:`RECIPE_FIELDS`) for a dataset and objective:
+``cac2021``, the paper's (the experiment modules' own values, the default), or ``vaze2022``, the modern
+protocol's (Vaze et al. 2022, :func:`vaze2022_fields`). ``--set recipe=vaze2022`` sets all of them
+(:func:`apply_overrides`); other ``--set`` items still override single fields, and the report notes every
+field of a run that differs from its recipe.
 """
 
 from __future__ import annotations
@@ -26,6 +32,12 @@ MODELS = ("cac_cnn", "classifier32", "small_cnn")
 STAGES = ("both", "1", "2")
 DTYPES = ("float32", "bfloat16")
 EXPERIMENTS = ("digits", "mnist", "svhn", "cifar10", "cifar_plus_10", "cifar_plus_50", "tiny_imagenet")
+RECIPES = ("cac2021", "vaze2022")
+# What a recipe sets. Not alpha and lbda: CAC's own hyper-parameters stay the paper's under every recipe
+# (README, "The modern protocol", says why).
+RECIPE_FIELDS = ("model", "batch_size", "learning_rates", "epochs", "lr_schedule", "warmup_epochs", "num_restarts",
+                 "eta_min_fraction", "optimizer", "weight_decay", "momentum", "label_smoothing", "augmentation",
+                 "randaugment_n", "randaugment_m", "normalisation", "dropout", "holdout_val")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +48,8 @@ class Config:
     dataset: str = "digits"
     trial: int = 0
     split_family: str = "neal2018"
+    recipe: str = "cac2021"  # which recipe the training fields come from (a label; --set recipe=... sets them)
+    holdout_val: bool = True  # hold out the dataset's val fraction, select by it; False: train on all, keep the last
     data_dir: str | None = None  # TFDS data directory (prepared datasets only; nothing is downloaded)
     npz_path: str | None = None  # a local .npz in the Keras layout (mnist.npz, cifar10_jpeg.npz, ...)
     manual_dir: str | None = None  # manually placed archives (TinyImageNet)
@@ -61,7 +75,7 @@ class Config:
     momentum: float = 0.9
     dropout: float = 0.2  # channel (Dropout2d) rate at the end of each encoder block
     seed: int = 0
-    workdir: str | None = None  # None -> runs/<experiment>/trial<trial>
+    workdir: str | None = None  # None -> runs/<run_name>/trial<trial>
     stages: str = "both"  # "both", or "1"/"2" to run one stage alone
     log_every_steps: int = 50
     checkpoint_every_epochs: int = 5  # "latest" every this many epochs of a stage and at its end
@@ -79,6 +93,7 @@ class Config:
         _check_choice("model", self.model, MODELS)
         _check_choice("stages", self.stages, STAGES)
         _check_choice("dtype", self.dtype, DTYPES)
+        _check_choice("recipe", self.recipe, RECIPES)
         _check_choice("lr_schedule", self.lr_schedule, ("constant", "cosine_warm_restarts"))
         _check_choice("optimizer", self.optimizer, ("sgd", "adam"))
         _check_choice("augmentation", self.augmentation, ("cac2021", "randaugment"))
@@ -94,6 +109,9 @@ class Config:
         if self.warmup_epochs < 0 or self.num_restarts < 0:
             raise ValueError(f"warmup_epochs and num_restarts must be >= 0, got {self.warmup_epochs}, "
                              f"{self.num_restarts}")
+        if self.trainval_file is not None and not self.holdout_val:
+            raise ValueError(f"trainval_file={self.trainval_file!r} gives a validation split, but holdout_val=false "
+                             "trains on every training image")
         if len(self.learning_rates) != 2 or len(self.epochs) != 2:
             raise ValueError(
                 f"learning_rates and epochs need one value per stage (2 each); got "
@@ -112,8 +130,14 @@ class Config:
         return OBJECTIVES[self.method]
 
     @property
+    def run_name(self) -> str:
+        """The experiment, with the split family and recipe where they are not the paper's (default paths)."""
+        return "_".join([self.experiment] + [v for v, d in ((self.split_family, "neal2018"), (self.recipe, "cac2021"))
+                                             if v != d])
+
+    @property
     def resolved_workdir(self) -> str:
-        return self.workdir or os.path.join("runs", self.experiment, f"trial{self.trial}")
+        return self.workdir or os.path.join("runs", self.run_name, f"trial{self.trial}")
 
     def replace(self, **changes) -> "Config":
         return dataclasses.replace(self, **changes)
@@ -149,6 +173,48 @@ def load_config(path: str) -> Config:
         raise FileNotFoundError(f"no config at {path}: is this a cac-jax work directory?")
     with open(path) as f:
         return Config.from_dict(json.load(f))
+
+
+# Vaze et al.'s RandAugment magnitude per dataset (MODERN_PROTOCOL.md (b); N = 1 everywhere). digits, which
+# they do not train, takes MNIST's.
+VAZE2022_RANDAUGMENT_M = {"digits": 8, "mnist": 8, "svhn": 18, "cifar10": 6, "cifar_plus_10": 6, "cifar_plus_50": 6,
+                          "tiny_imagenet": 9}
+
+
+def vaze2022_fields(dataset: str, objective: str) -> dict[str, Any]:
+    """Vaze et al.'s recipe (ICLR 2022; their repository at 3258f05, MODERN_PROTOCOL.md (b)) for ``dataset``:
+    classifier32, batch 128, 600 epochs as one stage of cosine annealing with 2 warm restarts after 10
+    warm-up epochs (eta_min = 1e-3 lr), SGD lr 0.1, momentum 0.9, weight decay 1e-4 -- TinyImageNet: Adam at
+    lr 0.01 without weight decay, as their code does -- RandAugment N=1 at the dataset's magnitude, CIFAR's
+    normalisation for every dataset, label smoothing 0.9 (their convention) for cross-entropy on
+    TinyImageNet only, and the full training set with the last epoch's network (their split_train_val=False).
+    Also ``stages="1"`` (run the one stage), which is not a recipe field."""
+    if dataset not in VAZE2022_RANDAUGMENT_M:
+        raise ValueError(f"recipe vaze2022 has no settings for dataset {dataset!r}; it knows "
+                         f"{', '.join(VAZE2022_RANDAUGMENT_M)}")
+    tiny = dataset == "tiny_imagenet"
+    lr = 0.01 if tiny else 0.1
+    return dict(model="classifier32", batch_size=128, learning_rates=(lr, lr), epochs=(600, 0),
+                lr_schedule="cosine_warm_restarts", warmup_epochs=10, num_restarts=2, eta_min_fraction=1e-3,
+                optimizer="adam" if tiny else "sgd", weight_decay=0.0 if tiny else 1e-4, momentum=0.9,
+                label_smoothing=0.9 if tiny and objective == "ce" else 0.0, augmentation="randaugment",
+                randaugment_n=1, randaugment_m=float(VAZE2022_RANDAUGMENT_M[dataset]), normalisation="vaze2022",
+                dropout=0.2, holdout_val=False, stages="1")
+
+
+def recipe_fields(recipe: str, experiment: str, dataset: str, objective: str) -> dict[str, Any]:
+    """The :data:`RECIPE_FIELDS` values of ``recipe`` for a run of ``experiment`` on ``dataset`` with ``objective``."""
+    _check_choice("recipe", recipe, RECIPES)
+    if recipe == "vaze2022":
+        return vaze2022_fields(dataset, objective)
+    paper = get_experiment(experiment)
+    return {k: getattr(paper, k) for k in RECIPE_FIELDS}
+
+
+def recipe_deviations(cfg: Config) -> dict[str, tuple[Any, Any]]:
+    """{field: (the recipe's value, the run's)} of every recipe field in which ``cfg`` departs from its recipe."""
+    want = recipe_fields(cfg.recipe, cfg.experiment, cfg.dataset, cfg.objective)
+    return {k: (want[k], getattr(cfg, k)) for k in RECIPE_FIELDS if getattr(cfg, k) != want[k]}
 
 
 def get_experiment(name: str) -> Config:
@@ -199,5 +265,13 @@ def parse_override(item: str) -> tuple[str, Any]:
 
 
 def apply_overrides(cfg: Config, items: typing.Iterable[str]) -> Config:
+    """``cfg`` with the ``key=value`` items set. An item ``recipe=R`` first sets every field of recipe R (for the
+    experiment, dataset and method the items give, else ``cfg``'s); the other items then override those."""
     changes = dict(parse_override(item) for item in items)
+    if "recipe" in changes:
+        # The other items go on top; the recipe's label smoothing must not meet a method it does not fit first.
+        where = {k: changes.get(k, getattr(cfg, k)) for k in ("experiment", "dataset", "method")}
+        _check_choice("method", where["method"], METHODS)
+        fields = recipe_fields(changes["recipe"], where["experiment"], where["dataset"], OBJECTIVES[where["method"]])
+        return cfg.replace(**{**fields, **changes})
     return cfg.replace(**changes) if changes else cfg

@@ -122,3 +122,24 @@ def test_loop_vs_step_runs_in_the_form_the_readme_gives(tmp_path, capsys):
     assert result["step_ms"] > 0 and result["loop_ms_per_step"] > 0 and result["loop_over_step"] > 0
     assert {"train", "validate", "checkpoint"} <= set(result["loop_timings"])
     assert "loop / step" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_the_modern_protocol_script_runs_in_the_form_its_header_gives(tmp_path):
+    """benchmarks/modern_protocol.sh run, as on a GPU, shortened on digits: three sweeps and the report."""
+    env = {**os.environ, "RUNS": str(tmp_path), "PYTHON": sys.executable,
+           "EXTRA": "--epochs 2,0 --set warmup_epochs=1 --set eval_batch_size=256"}
+    root = os.path.join(os.path.dirname(__file__), "..")
+    out = subprocess.run(["bash", "benchmarks/modern_protocol.sh", "run", "digits", "-", "0", "1"], cwd=root, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "vaze2022 sweeps (ce, cac):" in out.stdout and "cac2021 sweep (cac):" in out.stdout
+    for sweep_dir in ("vaze2022/ce", "vaze2022/cac", "cac2021/cac"):
+        results = json.loads((tmp_path / "digits" / sweep_dir / "results.json").read_text())
+        assert results["trials"] == [0] and results["config"]["split_family"] == "arpl2020"
+        assert results["config"]["recipe"] == sweep_dir.split("/")[0]
+    report = (tmp_path / "digits" / "report.md").read_text()
+    assert "### splits arpl2020, recipe vaze2022" in report and "### splits arpl2020, recipe cac2021" in report
+    assert "| digits | ce | max_logit | 1 |" in report and "shortened (epochs 2,0 of 600,0)" in report
+    assert "shortened (epochs 2,0 of 30,10)" in report
+    assert subprocess.run(["bash", "benchmarks/modern_protocol.sh"], cwd=root, capture_output=True).returncode == 2

@@ -34,9 +34,10 @@ def test_sweep_markdown():
     per_trial = [{"trial": 0, **{k: 0.5 for k in keys}}, {"trial": 3, **{k: 0.7 for k in keys}}]
     mean, std = sweep.summarize(per_trial)
     text = sweep.sweep_markdown({"experiment": "digits", "method": "ce_msp", "per_trial": per_trial,
-                                 "mean": mean, "std": std, "std_ddof": 1})
+                                 "mean": mean, "std": std, "std_ddof": 1,
+                                 "config": {"split_family": "arpl2020", "recipe": "vaze2022"}})
     lines = text.splitlines()
-    assert lines[0] == "### digits / ce_msp (2 trials)"
+    assert lines[0] == "### digits / ce_msp (2 trials; splits arpl2020, recipe vaze2022)"
     assert lines[2] == "| trial | accuracy | AUROC | OSCR | OpenAUC | FPR95 | AUPR-in | AUPR-out |"
     assert lines[4] == "| 0 | " + " | ".join(["50.00"] * 7) + " |"
     assert lines[5] == "| 3 | " + " | ".join(["70.00"] * 7) + " |"
@@ -103,7 +104,7 @@ def test_sweep_command_line():
     assert parse(["sweep", "--method", "cac,ce_msp"]).method == ["cac", "ce_msp"]
     with pytest.raises(SystemExit):
         parse(["sweep", "--method", "svm"])
-    assert sweep.default_workdir("digits", "cac") == os.path.join("runs", "sweeps", "digits", "cac")
+    assert sweep.default_workdir(config.Config()) == os.path.join("runs", "sweeps", "digits", "cac")
 
 
 def test_parallel_sweep_trains_trials_in_processes_like_a_sequential_run(tmp_path, capsys):

@@ -121,6 +121,7 @@ def load_open_set(
     manual_dir=None,
     trainval_file=None,
     seed: int = 0,
+    holdout_val: bool = True,
 ) -> OpenSetData:
     """Load trial ``trial`` (0-4) of ``dataset`` into host memory; never downloads.
 
@@ -137,6 +138,8 @@ def load_open_set(
       trainval_file: the original's ``trainval_idxs.json`` to use its exact train/val partition
         (needs a source in the original order: an npz file or Tiny ImageNet).
       seed: seed of the drawn train/val partition (:func:`cac_jax.data.trainval.train_val_split`).
+      holdout_val: False puts every known-class training image in ``train`` and none in ``val`` (Vaze et al.'s
+        ``split_train_val=False``).
     """
     spec = registry.get_spec(dataset)
     splits.check_family(family)
@@ -153,7 +156,12 @@ def load_open_set(
     unknown_src = test_src if spec.unknown_source == spec.known_source else read(spec.unknown_source, "test")
     _check_present(train_src.labels, known, f"{spec.known_source} train split")
 
-    if trainval_file is not None:
+    if not holdout_val:
+        if trainval_file is not None:
+            raise ValueError("trainval_file gives a validation split, but holdout_val=False trains on every image")
+        train_idx = np.flatnonzero(np.isin(train_src.labels, np.asarray(known, np.int64)))
+        val_idx = train_idx[:0]
+    elif trainval_file is not None:
         if not train_src.original_order:
             raise ValueError(
                 "trainval_file needs the training images in the original (torchvision) order, but built-in TFDS "

@@ -156,7 +156,7 @@ def plot_training_curves(path: str, records: list[dict]) -> str:
     from stage 1's best epoch, so its curves (dashed) begin at that epoch, at the dotted line."""
     fig = _figure(12.0, 3.8)
     ax_loss, ax_acc, ax_val = fig.subplots(1, 3)
-    epochs_all = [r for r in records if r["kind"] == "epoch"]
+    epochs_all = [r for r in records if r["kind"] == "epoch" and "val_accuracy" in r]  # none if nothing held out
     val_key = "val_anchor_loss" if epochs_all and "val_anchor_loss" in epochs_all[0] else "val_ce_loss"
     for stage, ls in ((1, "-"), (2, "--")):
         train = [r for r in records if r["kind"] == "train" and r.get("stage") == stage]
@@ -177,7 +177,8 @@ def plot_training_curves(path: str, records: list[dict]) -> str:
                 ax.axvline(start, ls=":", c="0.5")
     ax_loss.set(xlabel="step", ylabel="training loss", title="training loss (stage 2 dashed)")
     ax_acc.set(xlabel="step", ylabel="accuracy", title="accuracy")
-    ax_val.set(xlabel="step", ylabel=val_key, title=f"validation ({val_key})")
+    ax_val.set(xlabel="step", ylabel=val_key,
+               title=f"validation ({val_key})" if epochs_all else "no validation images (holdout_val=false)")
     for ax in (ax_loss, ax_acc):
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)

@@ -1,25 +1,27 @@
 """``cac-jax report``: our sweeps (mean ± std over trials) next to the published numbers, as Markdown.
 
-One row per (split family, objective, score) of each sweep (every network is scored by every score; a sweep of an earlier
-version, without them, gives one row): benchmark, objective, score, number of trials, our accuracy, AUROC,
-OSCR and FPR95 (mean ± sample std, in %), the published AUROC of CAC and of the softmax baseline on that
-benchmark (:mod:`cac_jax.runs.paper_results`; "—" where none is published, e.g. digits), the difference
-between our AUROC and the published one of the same objective and score (``cac``/``cac`` against CAC,
-``ce``/``msp`` against softmax), and notes. The published numbers are Table 1's, on the ``neal2018`` splits: they are set beside sweeps of
-that family only (``—`` beside ``cac_random2020`` or ``arpl2020`` sweeps), so numbers of different split
-families never share a comparison. The notes:
+One table per (split family, recipe), so numbers of different splits or training recipes never share a
+column; in it one row per (objective, score) of each sweep (every network is scored by every score; a sweep
+of an earlier version, without them, gives one row): benchmark, objective, score, number of trials, our
+accuracy, AUROC, OSCR and FPR95 (mean ± sample std, in %), the published AUROC of the same objective and
+score under the same split family and recipe (:mod:`cac_jax.runs.paper_results`: CAC's Table 1 and Neal et
+al.'s softmax beside ``neal2018``/``cac2021`` sweeps, Vaze et al.'s MLS beside ``arpl2020``/``vaze2022``
+ones; "—" where none is published, e.g. digits), our AUROC minus it, and notes:
 
-* **shortened**: some stage ran fewer epochs than the experiment module's defaults
-  (``experiments/<name>.py``), so the run is not the paper's protocol;
+* **shortened**: some stage ran fewer epochs than its recipe gives (``cac2021``: the experiment module's
+  defaults, ``experiments/<name>.py``; ``vaze2022``: 600), so the run is not the full protocol;
+* **differs from the recipe**: every other recipe field (:data:`cac_jax.config.RECIPE_FIELDS`) the run set
+  otherwise, with the recipe's value;
 * **JPEG data copy**: the data came from a lossy JPEG copy of the dataset, recognised by "jpeg" in the
   name of the ``npz_path`` file (e.g. ``cifar10_jpeg.npz``), not the original pixels;
-* **1 trial** (or n trials) when fewer than the paper's 5.
+* **1 trial** (or n trials) when fewer than the published 5.
 
 A results.json of a single run (not a sweep) is accepted as a sweep of one trial.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Sequence
@@ -29,19 +31,33 @@ from cac_jax.evaluation.evaluate import HEADLINE
 from cac_jax.runs import paper_results
 from cac_jax.runs.sweep import format_pm, summarize
 
-PAPER_ROW = {("cac", "cac"): "cac", ("ce", "msp"): "softmax"}  # (objective, score) -> the published row
 PAPER_TRIALS = 5
-PAPER_FAMILY = "neal2018"  # the splits of the published numbers (CAC's Table 1, Neal et al.'s softmax row)
+
+
+def _config(config: dict) -> config_lib.Config:
+    """The saved config as a Config (fields an earlier version did not write ran as their defaults)."""
+    names = {f.name for f in dataclasses.fields(config_lib.Config)}
+    return config_lib.Config.from_dict({k: v for k, v in config.items() if k in names})
+
+
+def deviations(config: dict) -> dict:
+    """{field: (the recipe's value, the run's)} of every recipe field the run set otherwise; {} for an unknown
+    experiment (no recipe to compare with)."""
+    try:
+        return config_lib.recipe_deviations(_config(config))
+    except ValueError:
+        return {}
 
 
 def shortened(config: dict) -> tuple[bool, tuple[int, ...] | None]:
-    """(whether some stage ran fewer epochs than the experiment's default, those default epochs or None
-    when the experiment is unknown)."""
+    """(whether some stage ran fewer epochs than the run's recipe gives, those epochs or None when the
+    experiment is unknown)."""
+    cfg = _config(config)
     try:
-        default = config_lib.get_experiment(config["experiment"]).epochs
+        want = config_lib.recipe_fields(cfg.recipe, cfg.experiment, cfg.dataset, cfg.objective)["epochs"]
     except ValueError:
         return False, None
-    return any(e < d for e, d in zip(config["epochs"], default)), tuple(default)
+    return any(e < d for e, d in zip(cfg.epochs, want)), tuple(want)
 
 
 def data_copy(config: dict) -> bool:
@@ -92,12 +108,10 @@ def find_sweeps(paths: Sequence[str]) -> list[str]:
     return found
 
 
-def _paper(benchmark: str, row: str) -> str:
-    value = paper_results.paper_auroc(benchmark, row)
+def _published(value) -> str:
     if value is None:
         return "—"
-    mean, std = value
-    return f"{mean:.1f}" + (f" ± {std:.1f}" if std is not None else "")
+    return f"{value.mean:.1f}" + (f" ± {value.std:.1f}" if value.std is not None else "") + f" ({value.source})"
 
 
 def _metric(stats: dict, key: str) -> str:
@@ -115,44 +129,65 @@ def _rows(sweep: dict) -> list[tuple[str, str, dict]]:
     return [(objective, name, scores[name]) for name in ordered]
 
 
+def _text(value) -> str:
+    return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+
+
+def notes(config: dict, trials: int) -> list[str]:
+    """The notes column of a sweep (see the module docstring)."""
+    out = []
+    short, want = shortened(config)
+    if short:
+        out.append(f"shortened (epochs {_text(config['epochs'])} of {_text(want)})")
+    others = {k: v for k, v in deviations(config).items() if k != "epochs"}
+    if others:
+        out.append("differs from the recipe: " + ", ".join(f"{k} {_text(run)} (recipe {_text(want)})"
+                                                          for k, (want, run) in others.items()))
+    if data_copy(config):
+        out.append("JPEG data copy")
+    if trials < PAPER_TRIALS:
+        out.append(f"{trials} trial{'s' if trials > 1 else ''}")
+    return out
+
+
+def group(sweep: dict) -> tuple[str, str]:
+    """(split family, recipe) of a sweep; a config without them (an earlier version) ran the defaults."""
+    c = sweep["config"]
+    return c.get("split_family", "neal2018"), c.get("recipe", "cac2021")
+
+
 def report_rows(sweep: dict) -> list[str]:
     c = sweep["config"]
     benchmark = sweep["experiment"]
-    notes = []
-    short, default = shortened(c)
-    if short:
-        notes.append(f"shortened (epochs {','.join(map(str, c['epochs']))} of {','.join(map(str, default))})")
-    if data_copy(c):
-        notes.append("JPEG data copy")
+    family, recipe = group(sweep)
     n = len(sweep["per_trial"])
-    if n < PAPER_TRIALS:
-        notes.append(f"{n} trial{'s' if n > 1 else ''}")
-    family = c.get("split_family", "neal2018")
-    published = family == PAPER_FAMILY
+    note = "; ".join(notes(c, n)) or "—"
     rows = []
     for objective, score, stats in _rows(sweep):
-        paper = paper_results.paper_auroc(benchmark, PAPER_ROW.get((objective, score), "")) if published else None
-        delta = f"{100 * stats['mean']['auroc'] - paper[0]:+.1f}" if paper else "—"
-        cells = [benchmark, family, objective, score, str(n), _metric(stats, "accuracy"), _metric(stats, "auroc"),
-                 _metric(stats, "oscr"), _metric(stats, "fpr95"),
-                 _paper(benchmark, "cac") if published else "—", _paper(benchmark, "softmax") if published else "—",
-                 delta, "; ".join(notes) or "—"]
+        paper = paper_results.published(family, recipe, objective, score, benchmark)
+        delta = f"{100 * stats['mean']['auroc'] - paper.mean:+.1f}" if paper else "—"
+        cells = [benchmark, objective, score, str(n), _metric(stats, "accuracy"), _metric(stats, "auroc"),
+                 _metric(stats, "oscr"), _metric(stats, "fpr95"), _published(paper), delta, note]
         rows.append("| " + " | ".join(cells) + " |")
     return rows
 
 
-HEADER = ("| benchmark | splits | objective | score | trials | accuracy | AUROC | OSCR | FPR95 | paper CAC AUROC "
-          "| paper softmax AUROC | Δ AUROC vs paper | notes |")
+HEADER = ("| benchmark | objective | score | trials | accuracy | AUROC | OSCR | FPR95 | published AUROC (same splits, "
+          "recipe, objective, score) | Δ AUROC | notes |")
 
 
 def report(paths: Sequence[str]) -> str:
     """The Markdown report of the sweeps in ``paths`` (see the module docstring)."""
     sweeps = [load_sweep(p) for p in find_sweeps(paths)]
-    lines = [HEADER, "|" + " --- |" * (HEADER.count("|") - 1)]
-    lines += [row for s in sweeps for row in report_rows(s)]
-    lines += ["",
-              "Ours: mean ± sample std (ddof=1) over trials, in %. Paper: AUROC (%) of CAC, Miller et al. WACV 2021 "
-              "Table 1, as quoted in Table 1 of the NeurIPS-2022 submission \"Reaching Nirvana\"; softmax baseline "
-              "from Neal et al. ECCV 2018 (see cac_jax/runs/paper_results.py). Δ: our AUROC minus the paper's for the "
-              "same objective and score (cac/cac vs CAC, ce/msp vs softmax). FPR95: lower is better."]
+    groups = list(dict.fromkeys(group(s) for s in sweeps))
+    lines = []
+    for family, recipe in groups:
+        lines += [f"### splits {family}, recipe {recipe}", "", HEADER, "|" + " --- |" * (HEADER.count("|") - 1)]
+        lines += [row for s in sweeps if group(s) == (family, recipe) for row in report_rows(s)]
+        lines.append("")
+    lines += ["Ours: mean ± sample std (ddof=1) over trials, in %. Published: AUROC (%) under the same split family and "
+              "recipe only -- CAC, Miller et al. WACV 2021 Table 1, as quoted in Table 1 of the NeurIPS-2022 "
+              "submission \"Reaching Nirvana\"; softmax baseline from Neal et al. ECCV 2018; MLS, Vaze et al. ICLR "
+              "2022 Table 1 (secondary source; MNIST unverified) -- see cac_jax/runs/paper_results.py. Δ: our AUROC "
+              "minus the published one. FPR95: lower is better."]
     return "\n".join(lines) + "\n"

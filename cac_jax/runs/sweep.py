@@ -32,8 +32,10 @@ STD_DDOF = 1
 DEFAULT_TRIALS = (0, 1, 2, 3, 4)
 
 
-def default_workdir(experiment: str, method: str) -> str:
-    return os.path.join("runs", "sweeps", experiment, method)
+def default_workdir(cfg: Config) -> str:
+    """``runs/sweeps/<run name>/<method>``; the run name says the split family and recipe where they are not the
+    paper's (:attr:`Config.run_name`)."""
+    return os.path.join("runs", "sweeps", cfg.run_name, cfg.method)
 
 
 def trial_workdir(sweep_dir: str, trial: int) -> str:
@@ -102,7 +104,7 @@ def run_sweep(base: Config, trials: Sequence[int] = DEFAULT_TRIALS, workdir: str
         raise ValueError(f"--parallel {parallel} starts processes of its own, which a job of "
                          f"{distributed.process_count()} processes cannot: in such a job every trial runs on all "
                          f"processes, one after another (leave out --parallel)")
-    workdir = workdir or default_workdir(base.experiment, base.method)
+    workdir = workdir or default_workdir(base)
     if distributed.is_primary():
         os.makedirs(workdir, exist_ok=True)
     cfgs = {k: base.replace(trial=k, workdir=trial_workdir(workdir, k)) for k in trials}
@@ -141,7 +143,9 @@ def run_sweep(base: Config, trials: Sequence[int] = DEFAULT_TRIALS, workdir: str
 def sweep_markdown(sweep: dict) -> str:
     """Per-trial rows and a mean ± std row, metrics in %."""
     head = "| trial | " + " | ".join(METRIC_NAMES[m] for m in METRIC_KEYS) + " |"
-    lines = [f"### {sweep['experiment']} / {sweep['method']} ({len(sweep['per_trial'])} trials)", "",
+    c = sweep.get("config", {})
+    lines = [f"### {sweep['experiment']} / {sweep['method']} ({len(sweep['per_trial'])} trials; splits "
+             f"{c.get('split_family', 'neal2018')}, recipe {c.get('recipe', 'cac2021')})", "",
              head, "|" + " --- |" * (len(METRIC_KEYS) + 1)]
     for r in sweep["per_trial"]:
         lines.append(f"| {r['trial']} | " + " | ".join(f"{100 * r[m]:.2f}" for m in METRIC_KEYS) + " |")

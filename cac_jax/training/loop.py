@@ -3,7 +3,9 @@
 Stage 1 trains from a fresh initialisation with lr[0] for epochs[0] epochs; stage 2 restarts from
 stage 1's *best* checkpoint (lowest val anchor loss) with a fresh optimiser (zero momentum) and
 lr[1] for epochs[1] more epochs, its epoch counter continuing from that checkpoint's epoch; the
-best-so-far tracker restarts with each stage. ``stages="both"`` runs both; "1" or "2" one alone.
+best-so-far tracker restarts with each stage. ``stages="both"`` runs both; "1" or "2" one alone. Without
+validation images (``holdout_val=False``: Vaze et al.'s recipe trains on them all) nothing is validated and
+a stage's best network is its last.
 
 Parallelism: one ``jax.jit`` train step with donated state over a 1-D ``data`` mesh, parameters
 replicated and every global batch split across devices, so the global batch (and thus the batch
@@ -98,7 +100,7 @@ def load_data(cfg: Config):
     def load():
         data = data_lib.load_open_set(cfg.dataset, cfg.trial, family=cfg.split_family, data_dir=cfg.data_dir,
                                       npz_path=cfg.npz_path, manual_dir=cfg.manual_dir,
-                                      trainval_file=cfg.trainval_file)
+                                      trainval_file=cfg.trainval_file, holdout_val=cfg.holdout_val)
         return with_normalisation(data, cfg.normalisation)
 
     if distributed.process_count() == 1:
@@ -274,8 +276,14 @@ def stage_seed(seed: int, stage: int) -> int:
     return int(np.random.SeedSequence([seed, stage]).generate_state(1)[0])
 
 
+def selection(ctx: Context) -> tuple[str, str | None]:
+    """(metric, mode) that picks a stage's best network (:func:`objectives.selection`), or ("last epoch", None)
+    without validation images (``holdout_val=False``): the stage's last network is its best."""
+    return objectives.selection(ctx.cfg.method) if len(ctx.data.val) else ("last epoch", None)
+
+
 def _position_meta(ctx: Context, stage: int, start_epoch: int, step: int, best, best_epoch, finished: bool) -> dict:
-    metric, mode = objectives.selection(ctx.cfg.method)
+    metric, mode = selection(ctx)
     return {"stage": stage, "start_epoch": start_epoch, "step": step,
             "epochs_done": start_epoch + step // ctx.steps_per_epoch, "steps_per_epoch": ctx.steps_per_epoch,
             "best_value": best, "best_epoch": best_epoch, "selection_metric": metric, "selection_mode": mode,
@@ -323,7 +331,7 @@ def run_stage(ctx: Context, stage: int, state, meta: dict, best_state, log: RunL
     early without saving (as a killed process would), for tests of resumption."""
     cfg, spe, timings = ctx.cfg, ctx.steps_per_epoch, ctx.timings
     store = checkpoints.StageCheckpoints(cfg.resolved_workdir, stage)
-    metric, mode = objectives.selection(cfg.method)
+    metric, mode = selection(ctx)
     start_epoch, best, best_epoch = meta["start_epoch"], meta["best_value"], meta["best_epoch"]
     total = cfg.epochs[stage - 1] * spe
     step = int(meta["step"])
@@ -379,29 +387,33 @@ def run_stage(ctx: Context, stage: int, state, meta: dict, best_state, log: RunL
                     if cfg.checkpoint_every_steps and step % cfg.checkpoint_every_steps == 0 and step % spe:
                         save_latest()
                 bar.close()
-            with timings.section("validate"):
-                val = distributed.broadcast("validation", validate(ctx, state.variables()))
-            if not all(np.isfinite(v) for v in val.values()):
-                raise TrainingDiverged(f"non-finite validation metrics {val} after stage {stage}, epoch {epoch + 1}; "
-                                       f"stopped. The last good checkpoint is kept in {store.root}/latest")
-            value = val[metric]
-            improved = objectives.improves(value, best, mode)
-            if improved:
-                best, best_epoch = value, epoch + 1
-                with timings.section("checkpoint"):
-                    best_state = copy_state(ctx, state)
+            val, improved = {}, False
+            if mode is not None:
+                with timings.section("validate"):
+                    val = distributed.broadcast("validation", validate(ctx, state.variables()))
+                if not all(np.isfinite(v) for v in val.values()):
+                    raise TrainingDiverged(f"non-finite validation metrics {val} after stage {stage}, epoch "
+                                           f"{epoch + 1}; stopped. The last good checkpoint is kept in {store.root}/latest")
+                value = val[metric]
+                improved = objectives.improves(value, best, mode)
+                if improved:
+                    best, best_epoch = value, epoch + 1
+                    with timings.section("checkpoint"):
+                        best_state = copy_state(ctx, state)
+                if distributed.is_primary() and cfg.progress:
+                    tqdm.write(f"stage {stage} epoch {epoch + 1}: {metric}={value:.4f} val_accuracy="
+                               f"{val['val_accuracy']:.4f}{' (best)' if improved else ''}")
             log.write({"kind": "epoch", "stage": stage, "epoch": epoch + 1, "step": step,
                        "global_step": start_epoch * spe + step, **val, "best": best, "best_epoch": best_epoch,
                        "saved_best": improved})
-            if distributed.is_primary() and cfg.progress:
-                tqdm.write(f"stage {stage} epoch {epoch + 1}: {metric}={value:.4f} val_accuracy="
-                           f"{val['val_accuracy']:.4f}{' (best)' if improved else ''}")
             if step < total and (step // spe) % cfg.checkpoint_every_epochs == 0:
                 save_latest()
         # The stage's end: ``best`` on disk before ``latest`` says the stage is finished. An empty stage passes
-        # its starting point on as its best (stage 2: stage 1's best).
+        # its starting point on as its best (stage 2: stage 1's best), and so does a stage without validation
+        # its last network.
         with timings.section("checkpoint"):
             best_state = state if best_state is None else best_state
+            best_epoch = start_epoch + step // spe if mode is None else best_epoch
             best_step = int(jax.device_get(best_state.step))
             store.save("best", best_step, best_state,
                        _position_meta(ctx, stage, start_epoch, best_step, best, best_epoch, False))
