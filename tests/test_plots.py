@@ -61,6 +61,15 @@ def test_run_plots_are_valid_pngs(tmp_path, method, with_means):
         _assert_png(p)
 
 
+def test_training_curves_of_a_run_without_validation(tmp_path):
+    """holdout_val=false: epoch records carry no validation metrics; the curves are drawn all the same."""
+    _metrics_log(tmp_path / "metrics.jsonl")
+    recs = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    recs = [{k: v for k, v in r.items() if not k.startswith("val_")} for r in recs]
+    path = plots.plot_training_curves(str(tmp_path / "curves.png"), recs)
+    _assert_png(path)
+
+
 def test_run_plots_without_training_log(tmp_path):
     written = plots.write_run_plots(str(tmp_path), _outputs())
     assert [os.path.basename(p) for p in written] == ["roc.png", "score_hist.png", "logit_pca.png"]

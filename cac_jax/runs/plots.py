@@ -167,18 +167,23 @@ def plot_training_curves(path: str, records: list[dict]) -> str:
             if train and key in train[0]:
                 ax_loss.plot(steps, [r[key] for r in train], ls=ls, c=f"C{i}", lw=1, label=label(name))
         ax_acc.plot(steps, [r["train_accuracy"] for r in train], ls=ls, c="C0", lw=1, label=label("train"))
-        ax_acc.plot([r["global_step"] for r in epochs], [r["val_accuracy"] for r in epochs], ls=ls, c="C1",
-                    marker="o", ms=3, label=label("val"))
-        ax_val.plot([r["global_step"] for r in epochs], [r.get(val_key, np.nan) for r in epochs], ls=ls, c="C0",
-                    marker="o", ms=3)
+        if epochs:
+            ax_acc.plot([r["global_step"] for r in epochs], [r["val_accuracy"] for r in epochs], ls=ls, c="C1",
+                        marker="o", ms=3, label=label("val"))
+            ax_val.plot([r["global_step"] for r in epochs], [r.get(val_key, np.nan) for r in epochs], ls=ls,
+                        c="C0", marker="o", ms=3)
         if stage == 2 and (train or epochs):
             start = min(r["global_step"] - r["step"] for r in train + epochs)
             for ax in (ax_loss, ax_acc, ax_val):
                 ax.axvline(start, ls=":", c="0.5")
     ax_loss.set(xlabel="step", ylabel="training loss", title="training loss (stage 2 dashed)")
     ax_acc.set(xlabel="step", ylabel="accuracy", title="accuracy")
-    ax_val.set(xlabel="step", ylabel=val_key,
-               title=f"validation ({val_key})" if epochs_all else "no validation images (holdout_val=false)")
+    if epochs_all:
+        ax_val.set(xlabel="step", ylabel=val_key, title=f"validation ({val_key})")
+    else:
+        ax_val.set_axis_off()
+        ax_val.text(0.5, 0.5, "no validation images\n(holdout_val=false):\nthe last network is evaluated",
+                    ha="center", va="center", transform=ax_val.transAxes)
     for ax in (ax_loss, ax_acc):
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
