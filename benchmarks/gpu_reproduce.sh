@@ -62,12 +62,14 @@ cifar10)
   ;;
 wait)
   end=$((SECONDS + $2))
-  while pgrep -f "cac_jax (sweep|train)" >/dev/null && [ $SECONDS -lt $end ]; do
+  # The training commands, and modern_protocol.sh's driver, which runs several of them in turn.
+  busy="cac_jax (sweep|train)|modern_protocol\.sh run"
+  while pgrep -f "$busy" >/dev/null && [ $SECONDS -lt $end ]; do
     sleep 20
     echo "[$(date +%T)]"
     python3 -m cac_jax.runs.parallel_trials "$RUNS"
   done
-  pgrep -f "cac_jax (sweep|train)" >/dev/null && echo "still running" || echo "all runs ended"
+  pgrep -f "$busy" >/dev/null && echo "still running" || echo "all runs ended"
   tail -n 25 "$RUNS"/*.log
   ;;
 pack)

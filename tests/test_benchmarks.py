@@ -126,14 +126,22 @@ def test_loop_vs_step_runs_in_the_form_the_readme_gives(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_the_modern_protocol_script_runs_in_the_form_its_header_gives(tmp_path):
-    """benchmarks/modern_protocol.sh run, as on a GPU, shortened on digits: three sweeps and the report."""
+    """benchmarks/modern_protocol.sh start (which runs `run` detached) and wait, as on a GPU, shortened on
+    digits: three sweeps and the report."""
     env = {**os.environ, "RUNS": str(tmp_path), "PYTHON": sys.executable,
            "EXTRA": "--epochs 2,0 --set warmup_epochs=1 --set eval_batch_size=256"}
     root = os.path.join(os.path.dirname(__file__), "..")
-    out = subprocess.run(["bash", "benchmarks/modern_protocol.sh", "run", "digits", "-", "0", "1"], cwd=root, env=env,
-                         capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    assert "vaze2022 sweeps (ce, cac):" in out.stdout and "cac2021 sweep (cac):" in out.stdout
+
+    def script(*args):
+        return subprocess.run(["bash", "benchmarks/modern_protocol.sh", *args], cwd=root, env=env,
+                              capture_output=True, text=True, timeout=600)
+
+    started = script("start", "digits", "-", "0", "1")
+    assert started.returncode == 0 and "started; log in" in started.stdout, started.stderr
+    waited = script("wait", "540")
+    assert "all runs ended" in waited.stdout, waited.stdout[-3000:]
+    log = (tmp_path / "digits.log").read_text()
+    assert "vaze2022 sweeps (ce, cac):" in log and "cac2021 sweep (cac):" in log, log[-3000:]
     for sweep_dir in ("vaze2022/ce", "vaze2022/cac", "cac2021/cac"):
         results = json.loads((tmp_path / "digits" / sweep_dir / "results.json").read_text())
         assert results["trials"] == [0] and results["config"]["split_family"] == "arpl2020"
@@ -142,4 +150,6 @@ def test_the_modern_protocol_script_runs_in_the_form_its_header_gives(tmp_path):
     assert "### splits arpl2020, recipe vaze2022" in report and "### splits arpl2020, recipe cac2021" in report
     assert "| digits | ce | max_logit | 1 |" in report and "shortened (epochs 2,0 of 600,0)" in report
     assert "shortened (epochs 2,0 of 30,10)" in report
-    assert subprocess.run(["bash", "benchmarks/modern_protocol.sh"], cwd=root, capture_output=True).returncode == 2
+    out = tmp_path / "out"
+    assert script("pack", str(out)).returncode == 0 and (out / "runs.tar.gz").exists()
+    assert script().returncode == 2

@@ -14,6 +14,7 @@ from _synthetic import synthetic_data, tiny_config
 
 from cac_jax import config as config_lib
 from cac_jax.config import Config
+from cac_jax.data import with_normalisation
 from cac_jax.runs import sweep
 from cac_jax.training import checkpoints
 from cac_jax.training import loop as train
@@ -76,7 +77,7 @@ def test_adam_is_pytorchs_adam_without_its_learning_rate():
 def test_a_run_with_the_options_trains_and_compiles_its_step_once(tmp_path, changes):
     train._train_step.cache_clear()
     cfg = tiny_config(tmp_path, **changes)
-    data = train.with_normalisation(synthetic_data(), cfg.normalisation)
+    data = with_normalisation(synthetic_data(), cfg.normalisation)
     ctx = train.make_context(cfg, data)
     assert train.train(ctx)
     assert ctx.train_step._cache_size() == 1  # the schedule's changing lr is an argument, not a new program
@@ -173,3 +174,14 @@ def test_a_run_without_validation_images_keeps_its_last_network(tmp_path):
     last = train.checkpoint_variables(ctx, 1, "latest")
     jax.tree.map(np.testing.assert_array_equal, best, last)
     store.close()
+
+
+def test_vaze2022_normalisation_is_cifars_for_every_dataset():
+    grey = synthetic_data()
+    assert with_normalisation(grey, "dataset") is grey
+    assert with_normalisation(grey, "vaze2022").mean == (0.4914,)
+    rgb = dataclasses.replace(grey, channels=3, mean=(0.5,) * 3, std=(0.25,) * 3)
+    out = with_normalisation(rgb, "vaze2022")
+    assert out.mean == (0.4914, 0.4822, 0.4465) and out.std == (0.2023, 0.1994, 0.2010)
+    with pytest.raises(ValueError, match="normalisation='imagenet' is not one of"):
+        with_normalisation(rgb, "imagenet")

@@ -127,6 +127,8 @@ def test_flags():
     assert report.shortened({**cfg, "recipe": "vaze2022", "epochs": [100, 0]}) == (True, (600, 0))
     old = {k: v for k, v in cfg.items() if k not in ("recipe", "holdout_val")}  # an earlier version's config
     assert report.shortened(old) == (False, (150, 50)) and report.deviations(old) == {}
+    assert report.shortened({**cfg, "experiment": "mine"}) == (False, None)  # no recipe to compare with
+    assert report.deviations({**cfg, "experiment": "mine"}) == {}
     assert not report.data_copy(cfg) and not report.data_copy({**cfg, "npz_path": "mnist.npz"})
     assert report.data_copy({**cfg, "npz_path": "../shared/data/CIFAR10_JPEG.npz"})
 

@@ -174,3 +174,23 @@ def test_progress_command_lists_every_run_under_a_directory(tmp_path):
                          text=True, check=True).stdout.splitlines()
     total = sum(config.get_experiment("digits").epochs)
     assert out == [f"{tmp_path / 'sweep' / 'trial0'}: stage 1 epoch 2/{total}", f"{tmp_path / 'sweep' / 'trial1'}: starting"]
+
+
+@pytest.mark.slow
+def test_the_readme_modern_protocol_commands_write_and_report_their_default_directories(tmp_path, monkeypatch, capsys):
+    """README "The modern protocol": the two sweeps without --workdir, then the report of their default
+    directories (on digits, shortened, trial 0)."""
+    monkeypatch.chdir(tmp_path)
+    short = ["--experiment", "digits", "--trials", "0", "--epochs", "1,0", "--no-progress"]
+    assert cli.main(["sweep", *short, "--method", "ce,cac", "--set", "recipe=vaze2022", "--set",
+                     "split_family=arpl2020"]) == 0
+    assert cli.main(["sweep", *short, "--method", "cac", "--set", "split_family=arpl2020"]) == 0
+    assert sorted(os.listdir("runs/sweeps")) == ["digits_arpl2020", "digits_arpl2020_vaze2022"]
+    capsys.readouterr()
+    assert cli.main(["report", "runs/sweeps/digits_arpl2020_vaze2022", "runs/sweeps/digits_arpl2020"]) == 0
+    text = capsys.readouterr().out
+    tables = text.split("### ")[1:]
+    assert [t.splitlines()[0] for t in tables] == ["splits arpl2020, recipe vaze2022", "splits arpl2020, recipe cac2021"]
+    assert {r.split(" | ")[1] for r in tables[0].splitlines() if r.startswith("| digits")} == {"ce", "cac"}
+    assert any(r.startswith("| digits | ce | max_logit |") for r in tables[0].splitlines())
+    assert any(r.startswith("| digits | cac | cac |") for r in tables[1].splitlines())

@@ -198,6 +198,20 @@ def load_open_set(
     )
 
 
+def with_normalisation(data: OpenSetData, normalisation: str) -> OpenSetData:
+    """``data`` with the per-channel mean/std that ``normalisation`` names: ``"dataset"``, its own (the
+    original's), or ``"vaze2022"``, Vaze et al.'s CIFAR statistics for every dataset (a one-channel image, our
+    MNIST, which they convert to RGB, takes the first channel's)."""
+    if normalisation == "dataset":
+        return data
+    if normalisation != "vaze2022":
+        raise ValueError(f"normalisation={normalisation!r} is not one of ('dataset', 'vaze2022')")
+    from cac_jax.data import augment
+
+    c = data.channels
+    return dataclasses.replace(data, mean=augment.VAZE_MEAN[:c], std=augment.VAZE_STD[:c])
+
+
 def fingerprint(data: OpenSetData) -> str:
     """A digest of everything ``data`` holds (images, labels, sizes, statistics, splits): equal digests mean
     the same data, so processes of one job can check they read the same (about 1 s per GB of images)."""

@@ -34,30 +34,31 @@ from cac_jax.runs.sweep import format_pm, summarize
 PAPER_TRIALS = 5
 
 
-def _config(config: dict) -> config_lib.Config:
-    """The saved config as a Config (fields an earlier version did not write ran as their defaults)."""
+def _config(config: dict) -> config_lib.Config | None:
+    """The saved config as a Config (fields an earlier version did not write ran as their defaults), or None
+    when it has no recipe to compare with (an unknown experiment)."""
     names = {f.name for f in dataclasses.fields(config_lib.Config)}
-    return config_lib.Config.from_dict({k: v for k, v in config.items() if k in names})
+    try:
+        cfg = config_lib.Config.from_dict({k: v for k, v in config.items() if k in names})
+        config_lib.get_experiment(cfg.experiment)
+    except ValueError:
+        return None
+    return cfg
 
 
 def deviations(config: dict) -> dict:
-    """{field: (the recipe's value, the run's)} of every recipe field the run set otherwise; {} for an unknown
-    experiment (no recipe to compare with)."""
-    try:
-        return config_lib.recipe_deviations(_config(config))
-    except ValueError:
-        return {}
+    """{field: (the recipe's value, the run's)} of every recipe field the run set otherwise (none without a recipe)."""
+    cfg = _config(config)
+    return {} if cfg is None else config_lib.recipe_deviations(cfg)
 
 
 def shortened(config: dict) -> tuple[bool, tuple[int, ...] | None]:
-    """(whether some stage ran fewer epochs than the run's recipe gives, those epochs or None when the
-    experiment is unknown)."""
+    """(whether some stage ran fewer epochs than the run's recipe gives, those epochs; None without a recipe)."""
     cfg = _config(config)
-    try:
-        want = config_lib.recipe_fields(cfg.recipe, cfg.experiment, cfg.dataset, cfg.objective)["epochs"]
-    except ValueError:
+    if cfg is None:
         return False, None
-    return any(e < d for e, d in zip(cfg.epochs, want)), tuple(want)
+    want = tuple(config_lib.recipe_fields(cfg.recipe, cfg.experiment, cfg.dataset, cfg.objective)["epochs"])
+    return any(e < d for e, d in zip(cfg.epochs, want)), want
 
 
 def data_copy(config: dict) -> bool:

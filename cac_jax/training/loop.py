@@ -101,25 +101,13 @@ def load_data(cfg: Config):
         data = data_lib.load_open_set(cfg.dataset, cfg.trial, family=cfg.split_family, data_dir=cfg.data_dir,
                                       npz_path=cfg.npz_path, manual_dir=cfg.manual_dir,
                                       trainval_file=cfg.trainval_file, holdout_val=cfg.holdout_val)
-        return with_normalisation(data, cfg.normalisation)
+        return data_lib.with_normalisation(data, cfg.normalisation)
 
     if distributed.process_count() == 1:
         return load()
     data = load() if distributed.is_primary() else None
     distributed.barrier("data prepared")
     return data if data is not None else load()
-
-
-def with_normalisation(data, normalisation: str):
-    """``data`` with the per-channel mean/std that ``normalisation`` names: the dataset's (the original's), or
-    Vaze et al.'s CIFAR statistics for every dataset (the first channel's for one-channel images)."""
-    if normalisation == "dataset":
-        return data
-    from cac_jax.data import augment
-
-    c = data.channels
-    mean, std = (augment.VAZE_MEAN, augment.VAZE_STD) if c == 3 else (augment.VAZE_MEAN[:c], augment.VAZE_STD[:c])
-    return dataclasses.replace(data, mean=tuple(mean), std=tuple(std))
 
 
 def agree_on_run(cfg: Config, data=None) -> None:
@@ -332,6 +320,7 @@ def run_stage(ctx: Context, stage: int, state, meta: dict, best_state, log: RunL
     cfg, spe, timings = ctx.cfg, ctx.steps_per_epoch, ctx.timings
     store = checkpoints.StageCheckpoints(cfg.resolved_workdir, stage)
     metric, mode = selection(ctx)
+    validating = mode is not None
     start_epoch, best, best_epoch = meta["start_epoch"], meta["best_value"], meta["best_epoch"]
     total = cfg.epochs[stage - 1] * spe
     step = int(meta["step"])
@@ -388,7 +377,7 @@ def run_stage(ctx: Context, stage: int, state, meta: dict, best_state, log: RunL
                         save_latest()
                 bar.close()
             val, improved = {}, False
-            if mode is not None:
+            if validating:
                 with timings.section("validate"):
                     val = distributed.broadcast("validation", validate(ctx, state.variables()))
                 if not all(np.isfinite(v) for v in val.values()):
@@ -413,7 +402,7 @@ def run_stage(ctx: Context, stage: int, state, meta: dict, best_state, log: RunL
         # its last network.
         with timings.section("checkpoint"):
             best_state = state if best_state is None else best_state
-            best_epoch = start_epoch + step // spe if mode is None else best_epoch
+            best_epoch = best_epoch if validating else start_epoch + step // spe
             best_step = int(jax.device_get(best_state.step))
             store.save("best", best_step, best_state,
                        _position_meta(ctx, stage, start_epoch, best_step, best, best_epoch, False))
