@@ -2,7 +2,7 @@
 validation pass, checkpoint save and the runtime's key-value broadcast, on one experiment's real config.
 
     python -m benchmarks.multihost_overhead                          # digits: 1 x 4 devices against 2 x 2
-    python -m benchmarks.multihost_overhead --experiment cifar10 --processes 2 --host-devices 1 --steps 10
+    python -m benchmarks.multihost_overhead --experiment cifar10 --npz data/cifar10.npz --processes 2 --host-devices 1 --steps 10
 
 Both layouts run here, on CPU devices (``cac_jax.runs.launch``: gloo collectives between the processes), so
 the figures price JAX's CPU collectives on this machine, not a network of GPU hosts. Prints a table and,
@@ -22,8 +22,8 @@ import time
 RESULT = "RESULT "
 
 
-def measure(experiment: str, steps: int, workdir: str) -> dict:
-    """Timings of this process (a job of any size), in ms."""
+def measure(experiment: str, steps: int, workdir: str, npz: str | None = None) -> dict:
+    """Timings of this process (a job of any size), in ms; ``npz``: the data, as ``cac-jax --npz``."""
     import jax
 
     from cac_jax.training import checkpoints
@@ -32,6 +32,8 @@ def measure(experiment: str, steps: int, workdir: str) -> dict:
     from cac_jax.training import loop as train
 
     cfg = config.get_experiment(experiment).replace(workdir=workdir, progress=False)
+    if npz:
+        cfg = cfg.replace(npz_path=npz)
     data = train.load_data(cfg)
     ctx = train.make_context(cfg, data)
     state, sums = train.initial_state(ctx), train.zero_metrics(ctx)
@@ -72,6 +74,7 @@ def _worker(argv) -> None:
     p.add_argument("--experiment")
     p.add_argument("--steps", type=int)
     p.add_argument("--workdir")
+    p.add_argument("--npz")
     p.add_argument("--coordinator")
     p.add_argument("--num-processes", type=int)
     p.add_argument("--process-id", type=int)
@@ -82,7 +85,7 @@ def _worker(argv) -> None:
     runtime.configure(compilation_cache=False)  # as `cac-jax train` runs
 
     distributed.initialize(distributed.Options(a.coordinator, a.num_processes, a.process_id))
-    result = measure(a.experiment, a.steps, a.workdir)
+    result = measure(a.experiment, a.steps, a.workdir, a.npz)
     if distributed.is_primary():
         print(RESULT + json.dumps(result), flush=True)
 
@@ -94,14 +97,15 @@ def _parse_result(text: str) -> dict:
     raise RuntimeError(f"the benchmark's process printed no result; its output ended with:\n{text[-3000:]}")
 
 
-def run(experiment: str, processes: int, host_devices: int, steps: int, workdir: str) -> dict:
+def run(experiment: str, processes: int, host_devices: int, steps: int, workdir: str, npz: str | None = None) -> dict:
     """{"one": timings of 1 process x processes*host_devices devices, "job": of processes x host_devices}."""
     from cac_jax.runs import launch
 
     base = [sys.executable, "-m", "benchmarks.multihost_overhead", "--worker", "--experiment", experiment,
-            "--steps", str(steps)]
+            "--steps", str(steps), *(["--npz", npz] if npz else [])]
     one = subprocess.run([*base, "--workdir", os.path.join(workdir, "one")], capture_output=True, text=True,
                          env=launch.process_environment(processes * host_devices))
+    one = _parse_result(one.stdout + one.stderr)  # its own error first: the job's would only say that a process died
     port = launch.free_port()
     cmds = [[*base, "--workdir", os.path.join(workdir, "job"), "--coordinator", f"127.0.0.1:{port}",
              "--num-processes", str(processes), "--process-id", str(i)] for i in range(processes)]
@@ -109,7 +113,7 @@ def run(experiment: str, processes: int, host_devices: int, steps: int, workdir:
     code = launch.supervise(cmds, launch.process_environment(host_devices), out=out)
     if code:
         raise RuntimeError(f"the job failed (code {code}):\n{out.getvalue().decode(errors='replace')[-3000:]}")
-    return {"one": _parse_result(one.stdout + one.stderr), "job": _parse_result(out.getvalue().decode())}
+    return {"one": one, "job": _parse_result(out.getvalue().decode())}
 
 
 def main(argv=None) -> None:
@@ -119,12 +123,13 @@ def main(argv=None) -> None:
         return
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--experiment", default="digits")
+    p.add_argument("--npz", help="the experiment's data as a Keras-layout .npz (cac-jax's --npz); digits needs none")
     p.add_argument("--processes", type=int, default=2)
     p.add_argument("--host-devices", type=int, default=2)
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--workdir", default=os.path.join("benchmarks", "results", "multihost_overhead"))
     a = p.parse_args(argv)
-    r = run(a.experiment, a.processes, a.host_devices, a.steps, a.workdir)
+    r = run(a.experiment, a.processes, a.host_devices, a.steps, a.workdir, a.npz)
     one, job = r["one"], r["job"]
     print(f"{a.experiment}: 1 process x {one['devices']} devices against {job['processes']} processes x "
           f"{a.host_devices} devices (ms)")

@@ -205,7 +205,7 @@ def jax_setup(args):
     def eval_contender(mesh):
         fn = evaluate._forward_fn(model, mesh, IMAGE_SIZE, CIFAR10["mean"], CIFAR10["std"], False, model.dtype, None)
         variables = fresh_state(mesh).variables()
-        bs = evaluate.eval_batch_size(EVAL_BATCH, mesh)
+        bs = mesh_lib.eval_batch_size(EVAL_BATCH, mesh)
         (batch,) = mesh_lib.put_batch(mesh, eval_images[:bs])
         jax.block_until_ready(fn(variables, batch, None))
 

@@ -1,7 +1,5 @@
 """``python -m cac_jax``: the same as the ``cac-jax`` console command."""
 
-import sys
+from cac_jax.cli import entry
 
-from cac_jax.cli import main
-
-sys.exit(main())
+entry()

@@ -17,19 +17,26 @@ writes ``runs/digits/trial0/results.json``. Any config field can be overridden w
   --num-processes N --process-id I`` or, on a cluster JAX detects, ``--set distributed=true``
   (:mod:`cac_jax.runtime.distributed`); ``cac-jax launch --processes 2 --host-devices 2 -- train`` runs such a job
   on this machine (:mod:`cac_jax.runs.launch`).
+
+Every failure ends the command with one line on stderr, ``cac-jax <command>: error: ...``, naming the file, field
+or value at fault and what to do (exit code 1; Ctrl-C: "interrupted", 130; SIGTERM: 143). ``--debug`` (or
+``CAC_JAX_DEBUG=1``) prints the traceback before it.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
+import logging
 import os
-import signal
 import sys
+import threading
+import warnings
 
 from cac_jax import config as config_lib
-from cac_jax.runtime import distributed
+from cac_jax import storage
+from cac_jax.runs import errors
+from cac_jax.runtime import distributed, interrupts
 
 
 def _trials(text: str) -> list[int]:
@@ -64,6 +71,8 @@ def _add_distributed(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cac-jax", description="Class Anchor Clustering (open-set recognition) in JAX.")
+    parser.add_argument("--debug", action="store_true",
+                        help="print the traceback of a failure before its one-line message (also CAC_JAX_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train (both stages by default), evaluate, write <workdir>/results.json",
@@ -136,9 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
                                     "(cac_random2020) unless --set split_family=... says otherwise. Needs torch "
                                     "(pip install 'cac-jax[torch]').")
     it.add_argument("checkpoint", metavar="CHECKPOINT.pth")
-    it.add_argument("--experiment", required=True, choices=config_lib.EXPERIMENTS,
-                    help="the benchmark the network was trained on")
-    it.add_argument("--trial", type=int, default=0, help="the trial (split) the network was trained on (default 0)")
+    it.add_argument("--experiment", choices=config_lib.EXPERIMENTS,
+                    help="the benchmark the network was trained on (default: from the file name, e.g. MNIST_...)")
+    it.add_argument("--trial", type=int, default=None,
+                    help="the trial (split) the network was trained on (default: from the file name, e.g. MNIST_1_...)")
     it.add_argument("--workdir", help="the new work directory (default runs/imported/<file name>)")
     _add_common(it)
 
@@ -241,6 +251,10 @@ def cmd_eval(args) -> int:
     from cac_jax.runtime import timing
 
     print(format_table([results]))
+    prov = results["provenance"]
+    if prov["status"] != "final":
+        print(f"PARTIAL result ({'; '.join(prov['partial_because'])}): not the run's final result, and marked so in "
+              f"results.json and by `cac-jax report`")
     print(f"wrote {path} (and scores.npz, plots) in {os.path.dirname(os.path.abspath(path))}; "
           f"{timing.summary(results['timings'])}")
     return 0
@@ -272,8 +286,7 @@ def cmd_report(args) -> int:
     text = report.report(args.sweeps)
     print(text, end="")
     if args.output:
-        with open(args.output, "w") as f:
-            f.write(text)
+        storage.write_text(args.output, text)
     return 0
 
 
@@ -287,8 +300,7 @@ def cmd_plots(args) -> int:
     if os.path.exists(scores):
         written = plots.write_run_plots(args.workdir, evaluate.load_outputs(scores))
     elif os.path.exists(results):
-        with open(results) as f:
-            written = [sweep.write_sweep_roc(args.workdir, json.load(f))]
+        written = [sweep.write_sweep_roc(args.workdir, storage.read_json(results))]
     else:
         raise FileNotFoundError(f"{args.workdir} holds neither {evaluate.SCORES_FILE} (a run) nor results.json "
                                 f"(a sweep): evaluate it first")
@@ -299,8 +311,10 @@ def cmd_plots(args) -> int:
 def cmd_import_torch(args) -> int:
     from cac_jax.runs import torch_import
 
-    items = [f"split_family={torch_import.RELEASED_FAMILY}", f"trial={args.trial}", *_common_overrides(args)]
-    cfg = config_lib.apply_overrides(config_lib.get_experiment(args.experiment), items)
+    experiment = torch_import.resolve_experiment(args.checkpoint, args.experiment)
+    trial = torch_import.resolve_trial(args.checkpoint, args.trial)
+    items = [f"split_family={torch_import.RELEASED_FAMILY}", f"trial={trial}", *_common_overrides(args)]
+    cfg = config_lib.apply_overrides(config_lib.get_experiment(experiment), items)
     stem = os.path.splitext(os.path.basename(args.checkpoint))[0]
     cfg = cfg.replace(workdir=args.workdir or os.path.join("runs", "imported", stem))
     try:
@@ -337,68 +351,89 @@ def join_job(args) -> None:
     distributed.initialize(distributed.Options(coordinator=args.coordinator, num_processes=args.num_processes,
                                                process_id=args.process_id, auto=auto,
                                                heartbeat_timeout=args.heartbeat_timeout))
-    if distributed.in_job():
-        # A scheduler stops a job with SIGTERM (scancel, preemption): end like Ctrl-C, so that the other
-        # processes hear of it at once instead of at the heartbeat timeout.
-        signal.signal(signal.SIGTERM, _terminated)
     if distributed.process_count() > 1 and not distributed.is_primary():
         print(f"process {distributed.process_index()} of {distributed.process_count()}: output on process 0",
               flush=True)
         sys.stdout = open(os.devnull, "w")
 
 
-class Terminated(BaseException):
-    """SIGTERM arrived."""
+RESUMING_COMMANDS = ("train", "sweep")
 
 
-def _terminated(signum, frame):
-    raise Terminated("SIGTERM")
+def _show_warning(message, category, filename, lineno, file=None, line=None, _default=warnings.showwarning):
+    if issubclass(category, storage.CacJaxWarning):
+        print(f"cac-jax: warning: {message}", file=sys.stderr, flush=True)
+    else:
+        _default(message, category, filename, lineno, file, line)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from cac_jax.runs.run import WorkdirError
-    from cac_jax.training.loop import TrainingDiverged
-
+    debug = args.debug or os.environ.get("CAC_JAX_DEBUG", "").strip() not in ("", "0")
+    warnings.showwarning = _show_warning
+    if not debug:
+        # What fails in a library's background (Orbax's save and restore threads, their asyncio loops, finalisers)
+        # reaches the command as an error of its own, which says it in one line; their tracebacks, logged or
+        # printed as "ignored" on the way, would bury it. --debug keeps them.
+        logging.getLogger("absl").setLevel(logging.CRITICAL)
+        sys.unraisablehook = threading.excepthook = lambda *_: None
     try:
         if args.command in COMPUTING_COMMANDS:
             from cac_jax import runtime
 
             runtime.configure()
         join_job(args)
+        if args.command in COMPUTING_COMMANDS:
+            # After joining a job: JAX's distributed runtime installs a SIGTERM handler of its own.
+            interrupts.install()  # Ctrl-C and SIGTERM (a scheduler's stop) end the run, never swallowed
         from cac_jax.runs.run import import_user_module
 
         for module in getattr(args, "imports", ()):
             import_user_module(module)
-        return COMMANDS[args.command](args)
-    except (ValueError, FileNotFoundError, WorkdirError, TrainingDiverged, distributed.JobError) as e:
-        def print_error():
-            print(f"cac-jax {args.command}: error: {e}", file=sys.stderr)
+        code = COMMANDS[args.command](args)
+        interrupts.check()  # a Ctrl-C swallowed on its way up does not make a success
+        return code
+    except BaseException as e:  # noqa: BLE001  (every failure, Ctrl-C included, ends in one line)
+        return _fail(args, e, debug)
 
-        _leave_job(e, print_error, echo=False)
-        print_error()
-        return 1
-    except BaseException as e:  # a bug or Ctrl-C: the other processes of a job must not wait for this one
-        def print_traceback():
+
+def _fail(args, error: BaseException, debug: bool) -> int:
+    message, code = errors.failure_message(error, resumes=args.command in RESUMING_COMMANDS)
+    where = (f" (process {distributed.process_index()} of {distributed.process_count()})"
+             if distributed.in_job() else "")
+
+    def print_error():
+        if debug:
             import traceback
 
-            traceback.print_exception(e)
-            print(f"cac-jax {args.command}: error: process {distributed.process_index()} of "
-                  f"{distributed.process_count()} stopped ({type(e).__name__}){distributed.peer_hint(e)}",
-                  file=sys.stderr)
+            traceback.print_exception(error)
+        hint = distributed.peer_hint(error) if distributed.in_job() else ""
+        stopped = isinstance(error, (KeyboardInterrupt, errors.Terminated))  # not an error of the command's
+        prefix = f"cac-jax {args.command}{'' if stopped else ': error'}{where}"
+        print(f"{prefix}: {message}{hint}", file=sys.stderr, flush=True)
 
-        _leave_job(e, print_traceback, echo=True)
-        raise
+    if distributed.in_job():  # end this process at once: the others must not wait for it
+        known = isinstance(error, (*errors.USER_ERRORS, KeyboardInterrupt, errors.Terminated))
+        distributed.leave_failed_job(message, code, print_error, echo=not known)
+    print_error()
+    _state["quiet_exit"] = not debug
+    return code
 
 
-def _leave_job(error: BaseException, print_error, *, echo: bool) -> None:
-    """In a job of several processes: end this process at once (see distributed.leave_failed_job)."""
-    if distributed.in_job():
-        text = str(error).strip()
-        message = (f"{type(error).__name__}: {text.splitlines()[0][:500]}" if text else type(error).__name__)
-        code = 130 if isinstance(error, KeyboardInterrupt) else 143 if isinstance(error, Terminated) else 1
-        distributed.leave_failed_job(message, code, print_error, echo=echo)
+_state = {"quiet_exit": False}
+
+
+def entry() -> None:
+    """The ``cac-jax`` console command and ``python -m cac_jax``: :func:`main`, then its exit code. After a failure's
+    one line, the interpreter's shutdown stays silent (a background save cut short by Ctrl-C would otherwise print
+    its own traceback as its threads end); ``--debug`` keeps it."""
+    code = main()
+    if code and _state["quiet_exit"]:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
+    sys.exit(code)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

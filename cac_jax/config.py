@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import json
+import math
 import os
 import types
 import typing
 from typing import Any
+
+from cac_jax import storage
 
 # An objective (how the network is trained: cac, cac_learnt, ce) and the score its top-level results use;
 # ce_msp, ce_max_logit and ce_distance train the same network as ce (every score is computed for every run).
@@ -38,6 +40,21 @@ RECIPES = ("cac2021", "vaze2022")
 RECIPE_FIELDS = ("model", "batch_size", "learning_rates", "epochs", "lr_schedule", "warmup_epochs", "num_restarts",
                  "eta_min_fraction", "optimizer", "weight_decay", "momentum", "label_smoothing", "augmentation",
                  "randaugment_n", "randaugment_m", "normalisation", "dropout", "holdout_val")
+# Where and how a run executes, never what it computes: they may differ between the processes of a job
+# (paths, the console) or between the commands that resume or evaluate one run.
+HOST_FIELDS = ("workdir", "data_dir", "npz_path", "manual_dir", "progress", "distributed", "num_devices", "tensorboard")
+# What `eval --set` may change: where it runs, and the evaluation's own settings. Every other field says what the
+# network was trained on or how its results are labelled, and is refused.
+EVAL_FIELDS = HOST_FIELDS + ("eval_batch_size", "anchor_flip")
+# What may differ when a run resumes in its work directory: the data it reads must be the same data (the
+# checkpoints record its fingerprint), and `stages` may run the rest of a run one stage at a time.
+# What `eval --set` may change: the evaluation settings, and the dataset whose test sets the network is scored on,
+# which the checkpoint then checks has the training data it was trained on (CIFAR+10 -> CIFAR+50).
+EVAL_CHANGES = EVAL_FIELDS + ("dataset",)
+RESUMABLE_FIELDS = HOST_FIELDS + ("eval_batch_size", "stages", "log_every_steps", "checkpoint_every_epochs",
+                                  "checkpoint_every_steps")
+MAX_SEED = 2**31 - 1  # the seed travels to the train step as int32
+NUM_TRIALS = 5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,8 +104,11 @@ class Config:
     dtype: str = "float32"  # compute dtype of the network ("bfloat16" keeps float32 params and BN stats)
     progress: bool = True  # tqdm progress bars
     tensorboard: bool = False  # also write TensorBoard event files (needs tensorboardX or torch)
+    init_from: str | None = None  # a checkpoint <run>/checkpoints/stage<s>[/best|/latest]: the first stage starts
+    # from its network (fresh optimiser) instead of a fresh initialisation, e.g. to continue a diverged run
 
     def __post_init__(self):
+        _check_choice("experiment", self.experiment, EXPERIMENTS)
         _check_choice("method", self.method, METHODS)
         _check_choice("model", self.model, MODELS)
         _check_choice("stages", self.stages, STAGES)
@@ -123,6 +143,25 @@ class Config:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.num_devices is not None and self.num_devices <= 0:
             raise ValueError(f"num_devices must be positive or None, got {self.num_devices}")
+        _check_range("learning_rates", self.learning_rates, low=0.0, low_open=True)
+        _check_range("alpha", self.alpha, low=0.0, low_open=True)
+        _check_range("lbda", self.lbda, low=0.0)
+        _check_range("weight_decay", self.weight_decay, low=0.0)
+        _check_range("momentum", self.momentum, low=0.0, high=1.0)
+        _check_range("dropout", self.dropout, low=0.0, high=1.0)
+        _check_range("eta_min_fraction", self.eta_min_fraction, low=0.0, high=1.0, high_open=False)
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ValueError(f"seed must lie in 0..{MAX_SEED}, got {self.seed}")
+        if not 0 <= self.trial < NUM_TRIALS:
+            raise ValueError(f"trial must lie in 0..{NUM_TRIALS - 1} (each benchmark has {NUM_TRIALS} splits), "
+                             f"got {self.trial}")
+        if self.checkpoint_every_steps < 0:
+            raise ValueError(f"checkpoint_every_steps must be >= 0 (0: never within an epoch), got "
+                             f"{self.checkpoint_every_steps}")
+        run = [self.epochs[s - 1] for s in ((1, 2) if self.stages == "both" else (int(self.stages),))]
+        if self.stages != "2" and not sum(run):
+            raise ValueError(f"epochs={self.epochs} with stages={self.stages} trains nothing, so its evaluation would be "
+                             f"of an untrained network; give at least one epoch")
 
     @property
     def objective(self) -> str:
@@ -159,20 +198,47 @@ def _check_choice(name, value, choices):
         raise ValueError(f"{name}={value!r} is not one of {choices}")
 
 
+def _check_range(name, value, *, low, high=math.inf, low_open=False, high_open=True):
+    """Every number of ``value`` (a number or a tuple) finite and within [low, high) (or the open/closed ends asked)."""
+    for v in value if isinstance(value, (tuple, list)) else (value,):
+        below = v <= low if low_open else v < low
+        above = v >= high if high_open else v > high
+        if not math.isfinite(v) or below or above:
+            interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+            raise ValueError(f"{name}={value!r}: every value must be finite and lie in {interval}")
+
+
 def save_config(cfg: Config, path: str) -> None:
     """Write ``cfg`` as JSON; atomically, so a reader (another process of the job) never sees half a file."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(cfg.to_dict(), f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)
+    storage.write_json(path, cfg.to_dict())
 
 
 def load_config(path: str) -> Config:
     if not os.path.exists(path):
         raise FileNotFoundError(f"no config at {path}: is this a cac-jax work directory?")
-    with open(path) as f:
-        return Config.from_dict(json.load(f))
+    try:
+        return Config.from_dict(storage.read_json(path))
+    except (TypeError, ValueError) as e:
+        if isinstance(e, storage.DamagedFile):
+            raise
+        raise ValueError(f"{path} does not hold a valid cac-jax config: {e}") from None
+
+
+def training_fields(config: dict) -> dict:
+    """The fields of a saved config (a dict) that say what the network was trained on and how its results are
+    labelled: all but :data:`EVAL_FIELDS` and the logging and checkpoint cadence; a field an earlier version did
+    not write ran as its default."""
+    defaults = Config().to_dict()
+    skip = set(EVAL_FIELDS) | {"log_every_steps", "checkpoint_every_epochs", "checkpoint_every_steps"}
+    return {k: config.get(k, d) for k, d in defaults.items() if k not in skip}
+
+
+def field_diffs(old: dict, new: dict, *, ignore=()) -> list[str]:
+    """``"field: old -> new"`` for every field of two saved configs (dicts) that differs, except ``ignore``; a field
+    missing from either ran as its default."""
+    defaults = Config().to_dict()
+    return [f"{k}: {old.get(k, d)!r} -> {new.get(k, d)!r}" for k, d in defaults.items()
+            if k not in ignore and old.get(k, d) != new.get(k, d)]
 
 
 # Vaze et al.'s RandAugment magnitude per dataset (MODERN_PROTOCOL.md (b); N = 1 everywhere). digits, which

@@ -1,9 +1,11 @@
 """CIFAR10, 6 known / 4 unknown classes (SPEC.md §4): batch 128, lr 0.01 then 0.001, 150 + 50 epochs, wd 5e-6,
 dropout 0.2, 32x32x3.
 
-Command::
+Commands (the shared copy is a compact JPEG pack: expand it into a Keras-layout npz first, and label the
+results "CIFAR-10 (JPEG q75 copy)")::
 
-    cac-jax train --experiment cifar10 --trial 0 --npz ../shared/data/cifar10_jpeg.npz
+    mkdir -p data && python ../shared/data/expand_cifar10.py data/cifar10.npz
+    cac-jax train --experiment cifar10 --trial 0 --npz data/cifar10.npz
 """
 
 from cac_jax.config import Config

@@ -61,6 +61,52 @@ def test_train_then_eval_on_digits(tmp_path, capsys):
     again = json.loads(open(os.path.join(workdir, "results.json")).read())
     assert again["accuracy"] == results["accuracy"] and again["auroc"] == pytest.approx(results["auroc"])
     assert os.path.exists(os.path.join(workdir, "results.1.json"))
+    prov = again["provenance"]
+    assert prov["status"] == "final" and prov["stage"] == 2 and prov["checkpoint"] == "best"
+    assert prov["trained_config"]["seed"] == 1 and prov["data_fingerprint"] == prov["trained_on_data"]
+    # eval may change evaluation settings only.
+    for setting in ("trial=1", "split_family=arpl2020", "experiment=mnist", "alpha=5", "recipe=vaze2022"):
+        assert cli.main(["eval", "--workdir", workdir, "--no-progress", "--set", setting]) == 1
+        err = capsys.readouterr().err
+        assert f"eval --set {setting.split('=')[0]}" in err and len(err.strip().splitlines()) == 1, err
+    # Any checkpoint but the best of the last, finished stage gives a partial result, said so.
+    assert cli.main(["eval", "--checkpoint", os.path.join(workdir, "checkpoints", "stage1", "latest"),
+                     "--no-progress", "--set", "eval_batch_size=100"]) == 0
+    assert "PARTIAL result (the latest checkpoint" in capsys.readouterr().out
+    partial = json.loads(open(os.path.join(workdir, "results.json")).read())["provenance"]
+    assert partial["status"] == "partial" and partial["evaluation"]["eval_batch_size"] == 100
+    # ... which `train` does not take for a finished run: it evaluates the final network again.
+    assert cli.main(["train", "--workdir", workdir, "--epochs", "1,1", "--no-progress", "--seed", "1"]) == 0
+    final = json.loads(open(os.path.join(workdir, "results.json")).read())
+    assert final["provenance"]["status"] == "final" and final["auroc"] == pytest.approx(results["auroc"])
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("learning_rates=-0.01,0.001", "learning_rates=(-0.01, 0.001): every value must be finite and lie in (0, inf)"),
+    ("learning_rates=0,0", "learning_rates=(0.0, 0.0)"), ("lbda=-1", "lbda=-1.0"), ("weight_decay=-1", "weight_decay"),
+    ("dropout=1.5", "dropout=1.5: every value must be finite and lie in [0, 1)"), ("alpha=nan", "alpha=nan"),
+    ("epochs=0,0", "epochs=(0, 0) with stages=both trains nothing"), ("seed=99999999999", "seed must lie in"),
+    ("trial=5", "trial must lie in 0..4"), ("momentum=1", "momentum"), ("checkpoint_every_steps=-1", "checkpoint_every"),
+])
+def test_nonsense_settings_are_refused_before_any_work(setting, message, tmp_path, capsys):
+    assert cli.main(["train", "--workdir", str(tmp_path / "w"), "--set", setting]) == 1
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "w").exists()
+
+
+def test_an_unexpected_error_is_one_line_and_debug_shows_its_traceback(monkeypatch, capsys):
+    def bug(args):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setitem(cli.COMMANDS, "report", bug)
+    assert cli.main(["report", "x"]) == 1
+    err = capsys.readouterr().err
+    assert err == ("cac-jax report: error: unexpected ZeroDivisionError: a bug (run again with --debug for the "
+                   "traceback, and please report it)\n")
+    assert cli.main(["--debug", "report", "x"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and err.endswith("please report it)\n")
 
 
 @pytest.mark.slow

@@ -13,9 +13,11 @@ from cac_jax.config import get_experiment
 from cac_jax.runs.sweep import METRIC_KEYS, summarize
 
 
-def _write_sweep(directory, experiment, method, aurocs, **config_changes):
+def _write_sweep(directory, experiment, method, aurocs, *, status="final", **config_changes):
+    """A sweep's results.json; ``status=None`` writes one of an earlier version, whose trials record no provenance."""
     cfg = get_experiment(experiment).replace(method=method, **config_changes).to_dict()
-    per_trial = [{"trial": k, **{m: 0.9 for m in METRIC_KEYS}, "auroc": a} for k, a in enumerate(aurocs)]
+    per_trial = [{"trial": k, **{m: 0.9 for m in METRIC_KEYS}, "auroc": a, **({"status": status} if status else {})}
+                 for k, a in enumerate(aurocs)]
     mean, std = summarize(per_trial)
     os.makedirs(directory, exist_ok=True)
     with open(os.path.join(directory, "results.json"), "w") as f:
@@ -55,7 +57,8 @@ def test_report_searches_one_level_down_and_accepts_a_single_run(tmp_path, capsy
     run = tmp_path / "run"
     run.mkdir()
     cfg = get_experiment("tiny_imagenet").replace(trial=2, epochs=(500, 300)).to_dict()
-    (run / "results.json").write_text(json.dumps({"accuracy": 0.8, "auroc": 0.75, "config": cfg}))
+    (run / "results.json").write_text(json.dumps({"accuracy": 0.8, "auroc": 0.75, "config": cfg,
+                                                  "provenance": {"status": "final", "partial_because": []}}))
     out = tmp_path / "report.md"
     assert cli.main(["report", str(root), str(run), "--output", str(out)]) == 0
     text = capsys.readouterr().out

@@ -94,6 +94,21 @@ def test_sweep_resumes_without_rerunning_finished_trials(tmp_path, data, monkeyp
     # Another config in the same directory is refused, not mixed in.
     with pytest.raises(ValueError, match="different config.*lbda"):
         sweep.run_sweep(base.replace(lbda=0.5), [0, 1], root, **kw)
+    # A trial whose results.json is not its final result (an evaluation of a stage-1 checkpoint) is not averaged
+    # in: the trial's final network is evaluated again, and the sweep's numbers are the same as before.
+    from cac_jax.training import loop as train
+
+    trial1 = base.replace(trial=1, workdir=os.path.join(root, "trial1"))
+    partial, _ = run_lib.evaluate_run(train.make_context(trial1, data), stage=1, kind="latest")
+    run_lib.write_results(trial1.workdir, partial)
+    said = []
+    again = sweep.run_sweep(base, [0, 1], root, load_data=lambda c: data, log=said.append)
+    assert any("trial1/results.json is not reused (it is a partial result" in m for m in said), said
+    assert again["mean"] == pytest.approx(result["mean"]) and calls == [0, 1, 1, 1]
+    assert [t["status"] for t in again["per_trial"]] == ["final", "final"]
+    # Other data in the same sweep is not mixed in either.
+    with pytest.raises(ValueError, match="trained on other data"):
+        sweep.run_sweep(base, [0, 1], root, load_data=lambda c: synthetic_data(seed=3), log=said.append)
 
 
 def test_sweep_command_line():

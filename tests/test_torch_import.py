@@ -153,7 +153,7 @@ def test_import_then_eval_end_to_end(tmp_path, capsys):
 def test_files_that_do_not_fit_are_refused_and_nothing_is_written(tmp_path, capsys):
     npz = tmp_path / "mnist.npz"
     _synthetic_mnist(npz)
-    common = ["--experiment", "mnist", "--npz", str(npz), "--no-progress"]
+    common = ["--experiment", "mnist", "--trial", "0", "--npz", str(npz), "--no-progress"]  # names without a trial
     cases = {}
     (tmp_path / "garbage.pth").write_bytes(b"not a pickle")
     cases["garbage.pth"] = "is not a PyTorch checkpoint"
@@ -185,5 +185,65 @@ def test_without_torch_a_clear_message(monkeypatch, tmp_path, capsys):
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_torch)
-    assert cli.main(["import-torch", str(tmp_path / "x.pth"), "--experiment", "mnist"]) == 1
+    assert cli.main(["import-torch", str(tmp_path / "x.pth"), "--experiment", "mnist", "--trial", "0"]) == 1
     assert "needs torch: pip install 'cac-jax[torch]'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("path, given, trial", [
+    ("MNIST_1_CACclassifierAnchorLoss.pth", None, 1),
+    ("weights/MNIST/MNIST_1_closedSetClassifier.pth", 1, 1),
+    ("CIFAR+10_4_CACclassifierAnchorLoss.pth", None, 4),
+    ("TinyImageNet_2_myTestCACclassifierAnchorLoss.pth", None, 2),  # the original's --name myTest
+    ("mnist_3.pth", None, 3),
+    ("network.pth", 2, 2),
+    ("CIFAR100_1_net.pth", 0, 0),  # not one of the original's datasets: the name says nothing
+])
+def test_trial_from_the_file_name(path, given, trial):
+    assert torch_import.resolve_trial(path, given) == trial
+
+
+def test_trial_disagreeing_with_the_file_name_or_unknown_is_refused():
+    with pytest.raises(ValueError) as e:
+        torch_import.resolve_trial("w/MNIST_1_CACclassifierAnchorLoss.pth", 0)
+    assert str(e.value) == ("w/MNIST_1_CACclassifierAnchorLoss.pth is named for trial 1 but --trial 0 was given; a "
+                            "network evaluated on another trial's split mixes known and unknown classes: drop --trial "
+                            "or give --trial 1")
+    with pytest.raises(ValueError) as e:
+        torch_import.resolve_trial("net.pth", None)
+    assert str(e.value) == ("net.pth: its name does not say the trial the network was trained on (the original's files "
+                            "are named <DATASET>_<trial>_...pth); give --trial")
+
+
+@pytest.mark.parametrize("path, given, experiment", [
+    ("MNIST_0_CACclassifierAnchorLoss.pth", None, "mnist"),
+    ("SVHN_0_closedSetClassifier.pth", "svhn", "svhn"),
+    ("CIFAR10_3_CACclassifierAnchorLoss.pth", None, "cifar10"),
+    ("CIFAR+10_0_CACclassifierAnchorLoss.pth", None, "cifar_plus_10"),
+    ("CIFAR+50_0_CACclassifierAnchorLoss.pth", None, "cifar_plus_50"),
+    ("CIFAR+10_0_CACclassifierAnchorLoss.pth", "cifar_plus_50", "cifar_plus_50"),  # the same networks
+    ("tinyimagenet_0_closedSetClassifier.pth", None, "tiny_imagenet"),
+    ("net.pth", "digits", "digits"),
+])
+def test_experiment_from_the_file_name(path, given, experiment):
+    assert torch_import.resolve_experiment(path, given) == experiment
+
+
+def test_experiment_disagreeing_with_the_file_name_or_unknown_is_refused():
+    with pytest.raises(ValueError) as e:
+        torch_import.resolve_experiment("CIFAR10_0_CACclassifierAnchorLoss.pth", "mnist")
+    assert str(e.value) == ("CIFAR10_0_CACclassifierAnchorLoss.pth is named for CIFAR10 (experiment cifar10) but "
+                            "--experiment mnist was given: drop --experiment or give --experiment cifar10")
+    with pytest.raises(ValueError, match="MNIST .experiment mnist. but --experiment digits"):
+        torch_import.resolve_experiment("MNIST_0_CACclassifierAnchorLoss.pth", "digits")
+    with pytest.raises(ValueError, match=r"net.pth: its name does not say the dataset .*; give --experiment$"):
+        torch_import.resolve_experiment("net.pth", None)
+
+
+def test_import_of_a_file_named_for_another_trial_is_refused(tmp_path, capsys):
+    npz, pth, workdir = tmp_path / "mnist.npz", tmp_path / "MNIST_1_CACclassifierAnchorLoss.pth", tmp_path / "w"
+    _synthetic_mnist(npz)
+    _save_original_format(pth, _trained_like(6, 32, 1))
+    assert cli.main(["import-torch", str(pth), "--experiment", "mnist", "--trial", "2", "--workdir", str(workdir),
+                     "--npz", str(npz), "--no-progress"]) == 1
+    assert f"{pth} is named for trial 1 but --trial 2 was given" in capsys.readouterr().err
+    assert not workdir.exists()

@@ -169,3 +169,61 @@ def test_tensorboard_files_only_on_request(tmp_path):
     log.write({"kind": "train", "step": 1, "global_step": 1, "loss": 1.0})
     log.close()
     assert any(p.name.startswith("events.out.tfevents") for p in (tmp_path / "on" / "tensorboard").iterdir())
+
+
+def _flip_a_bit(directory):
+    """One flipped bit in the largest file under ``directory`` (the bulk of its arrays)."""
+    files = [os.path.join(d, f) for d, _, fs in os.walk(directory) for f in fs]
+    path = max(files, key=os.path.getsize)
+    data = bytearray(open(path, "rb").read())
+    data[len(data) // 2] ^= 0x10
+    open(path, "wb").write(bytes(data))
+
+
+def test_damaged_checkpoints_are_found_and_passed_over(tmp_path, data):
+    """A flipped bit in ``best`` falls back to the copy of the best state in the finished ``latest``; one in the
+    newest ``latest`` to the previous ``latest``; with nothing intact left the error names the directory."""
+    cfg = tiny_config(tmp_path, epochs=(3, 0), stages="1", checkpoint_every_epochs=1)
+    ctx = train.make_context(cfg, data)
+    assert train.train(ctx)
+    store = checkpoints.StageCheckpoints(str(tmp_path), 1)
+    target = train.initial_state(ctx)
+    best, _ = store.restore("best", target, ctx.signature)
+    latest_steps = sorted(int(s) for s in os.listdir(os.path.join(store.root, "latest")) if s.isdigit())
+    assert len(latest_steps) == 2  # the previous latest is kept
+
+    _flip_a_bit(os.path.join(store.root, "best", str(int(best.step)), "state"))
+    with pytest.warns(UserWarning, match="damaged checkpoint .*best.*its finished latest checkpoint"):
+        again, _ = store.restore("best", target, ctx.signature)
+    jax.tree.map(np.testing.assert_array_equal, jax.device_get(again.params), jax.device_get(best.params))
+
+    _flip_a_bit(os.path.join(store.root, "latest", str(latest_steps[-1]), "state"))
+    with pytest.warns(UserWarning, match=f"damaged checkpoint .*latest/{latest_steps[-1]} .*previous one"):
+        _, meta = store.restore("latest", target, ctx.signature)
+    assert meta["step"] == latest_steps[0]
+
+    _flip_a_bit(os.path.join(store.root, "latest", str(latest_steps[0]), "state"))
+    with pytest.raises(checkpoints.CheckpointDamaged, match=f"no usable checkpoint in {store.root}/latest"):
+        store.restore("latest", target, ctx.signature)
+    with pytest.raises(ValueError, match="trained on other data"):
+        store.restore("best", target, ctx.signature, data={"training_data_fingerprint": "another"})
+    store.close()
+
+
+def test_a_run_resumed_on_other_data_is_refused(tmp_path, data):
+    cfg = tiny_config(tmp_path, epochs=(2, 1), stages="1")
+    assert run_lib.run(cfg, data)
+    other = synthetic_data(seed=1)
+    with pytest.raises(ValueError, match="trained on other data"):
+        run_lib.run(cfg.replace(stages="both"), other)
+
+
+def test_a_diverged_run_says_what_it_kept_and_init_from_continues_from_it(tmp_path, data):
+    cfg = tiny_config(tmp_path / "run", epochs=(2, 1), learning_rates=(0.01, 1e30), log_every_steps=1)
+    with pytest.raises(train.TrainingDiverged) as e:
+        run_lib.run(cfg, data)
+    start = os.path.join(str(tmp_path / "run"), "checkpoints", "stage1", "best")
+    assert f"stage 1's best is {start}" in str(e.value) and f"--set init_from={start} --set stages=2" in str(e.value)
+    again = cfg.replace(workdir=str(tmp_path / "again"), init_from=start, stages="2", learning_rates=(0.01, 0.001))
+    results = run_lib.run(again, data)
+    assert results["provenance"]["status"] == "final" and results["provenance"]["trained_config"]["init_from"] == start

@@ -105,10 +105,21 @@ def _select(images: np.ndarray, labels: np.ndarray, classes) -> tuple[np.ndarray
     return images[keep], labels[keep]
 
 
-def _check_present(labels: np.ndarray, classes, what: str) -> None:
+def _require_classes(labels: np.ndarray, classes, split: str, origin: str, where: str, pool=None) -> None:
+    """Refuse a split that lacks one of its classes, before any training: a known class missing from
+    test_known would otherwise fail only after training, in the plots, and one missing from train is never
+    learnt. ``pool``: the training images' labels that train and val were taken from, to say when they hold
+    too few of a class to give it to both."""
     missing = sorted(set(int(c) for c in classes) - set(np.unique(labels).tolist()))
-    if missing:
-        raise ValueError(f"{what} has no images of classes {missing}; is it the right dataset?")
+    if not missing:
+        return
+    has = "holds no images" if len(labels) == 0 else f"has no images of classes {missing}"
+    held = {c: int(np.sum(pool == c)) for c in missing} if pool is not None else {}
+    few = ", ".join(f"{n} image{'s' * (n > 1)} of class {c}" for c, n in held.items() if n)
+    if few:
+        raise ValueError(f"{where}: the {split} split {has}: {origin} holds only {few} for train and val together; "
+                         f"give it more images of those classes")
+    raise ValueError(f"{where}: the {split} split {has} (read from {origin}); is it the right data?")
 
 
 def load_open_set(
@@ -154,7 +165,6 @@ def load_open_set(
     train_src = read(spec.known_source, "train")
     test_src = read(spec.known_source, "test")
     unknown_src = test_src if spec.unknown_source == spec.known_source else read(spec.unknown_source, "test")
-    _check_present(train_src.labels, known, f"{spec.known_source} train split")
 
     if not holdout_val:
         if trainval_file is not None:
@@ -176,7 +186,12 @@ def load_open_set(
 
     test_known = _select(test_src.images, test_src.labels, known)
     test_unknown = _select(unknown_src.images, unknown_src.labels, unknown)
-    _check_present(test_unknown[1], unknown, f"{spec.unknown_source} test split")
+    where = f"{dataset} trial {trial} ({family} splits: known classes {list(known)}, unknown {list(unknown)})"
+    _require_classes(train_src.labels[train_idx], known, "train", train_src.origin, where, pool=train_src.labels)
+    if holdout_val:
+        _require_classes(train_src.labels[val_idx], known, "val", train_src.origin, where, pool=train_src.labels)
+    _require_classes(test_known[1], known, "test_known", test_src.origin, where)
+    _require_classes(test_unknown[1], unknown, "test_unknown", unknown_src.origin, where)
     return OpenSetData(
         train=known_set(train_src.images[train_idx], train_src.labels[train_idx]),
         val=known_set(train_src.images[val_idx], train_src.labels[val_idx]),
@@ -212,20 +227,40 @@ def with_normalisation(data: OpenSetData, normalisation: str) -> OpenSetData:
     return dataclasses.replace(data, mean=augment.VAZE_MEAN[:c], std=augment.VAZE_STD[:c])
 
 
-def fingerprint(data: OpenSetData) -> str:
-    """A digest of everything ``data`` holds (images, labels, sizes, statistics, splits): equal digests mean
-    the same data, so processes of one job can check they read the same (about 1 s per GB of images)."""
+# What training reads. A network is trained on the same data as another exactly when these agree, whatever the
+# test sets: CIFAR+10 and CIFAR+50 share them (the original evaluates its CIFAR+10 networks on CIFAR+50's unknowns).
+TRAINING_FIELDS = ("train", "val", "num_classes", "image_size", "channels", "mean", "std", "flip", "rotate",
+                   "scale_min", "known", "trial", "family")
+
+
+def _update(h, name: str, value) -> None:
+    h.update(name.encode())
+    if isinstance(value, ArraySet):
+        for a in (value.images, value.labels):
+            a = np.ascontiguousarray(a)
+            h.update(f"{a.dtype.str}{a.shape}".encode())
+            if a.size:  # an empty split (holdout_val=false) has no bytes to hash
+                h.update(memoryview(a).cast("B"))
+    else:
+        h.update(repr(value).encode())
+
+
+def fingerprints(data: OpenSetData) -> tuple[str, str]:
+    """(a digest of everything ``data`` holds, of what training reads: :data:`TRAINING_FIELDS`). Equal digests mean
+    the same data, so processes of one job can check they read the same, and a checkpoint records what it was
+    trained on (about 1 s per GB of images)."""
     import hashlib
 
-    h = hashlib.blake2b(digest_size=16)
+    training = hashlib.blake2b(digest_size=16)
+    for name in TRAINING_FIELDS:
+        _update(training, name, getattr(data, name))
+    everything = training.copy()
     for field in dataclasses.fields(data):
-        value = getattr(data, field.name)
-        h.update(field.name.encode())
-        if isinstance(value, ArraySet):
-            for a in (value.images, value.labels):
-                a = np.ascontiguousarray(a)
-                h.update(f"{a.dtype.str}{a.shape}".encode())
-                h.update(memoryview(a).cast("B"))
-        else:
-            h.update(repr(value).encode())
-    return h.hexdigest()
+        if field.name not in TRAINING_FIELDS:
+            _update(everything, field.name, getattr(data, field.name))
+    return everything.hexdigest(), training.hexdigest()
+
+
+def fingerprint(data: OpenSetData) -> str:
+    """The digest of everything ``data`` holds (:func:`fingerprints`)."""
+    return fingerprints(data)[0]

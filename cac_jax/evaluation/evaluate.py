@@ -30,7 +30,9 @@ import numpy as np
 
 from cac_jax.core import cac_score, metrics
 from cac_jax.data import augment
+from cac_jax import storage
 from cac_jax.evaluation import scores as score_registry
+from cac_jax.runtime import interrupts
 from cac_jax.training import mesh as mesh_lib
 
 NO_FLIP_DATASETS = ("mnist", "svhn", "digits")
@@ -98,6 +100,7 @@ def forward(model, variables, images: np.ndarray, *, mesh, image_size: int, mean
     bs = mesh_lib.eval_batch_size(batch_size, mesh)
     out = []
     for idx, _ in mesh_lib.eval_batches(len(images), bs):
+        interrupts.check()
         (batch,) = mesh_lib.put_batch(mesh, images[idx])
         out.append(fn(variables, batch, fitted))  # no host copy here: the next batch is sent while this one runs
     if not out:  # shapes from the program itself, without running it
@@ -230,20 +233,25 @@ def save_outputs(path: str, out: EvalOutputs) -> None:
     arrays = {k: np.asarray(v) for k, v in arrays.items() if v is not None}
     for name, fields in out.scores.items():
         arrays.update({_score_key(name, k): np.asarray(v) for k, v in fields.items()})
-    np.savez_compressed(path, **arrays)
+    with storage.atomic_open(path, "wb") as f:
+        np.savez_compressed(f, **arrays)
 
 
 def load_outputs(path: str) -> EvalOutputs:
-    """Read what :func:`save_outputs` wrote (also the files of earlier versions, without ``scores``)."""
+    """Read what :func:`save_outputs` wrote (also the files of earlier versions, without ``scores``); a file that
+    cannot be read is a :class:`~cac_jax.storage.DamagedFile` naming it."""
     try:
         with np.load(path) as f:
             arrays = {k: f[k] for k in f.files}
+        per_score: dict = {}
+        for key in [k for k in arrays if k.startswith("score__")]:
+            _, name, field = key.split("__")
+            per_score.setdefault(name, {})[field] = arrays.pop(key)
+        arrays["method"] = str(arrays["method"])
+        arrays["score"] = str(arrays["score"]) if "score" in arrays else HEADLINE.get(arrays["method"])
+        return EvalOutputs(**arrays, scores=per_score)
     except FileNotFoundError:
         raise FileNotFoundError(f"no saved test scores at {path}: evaluate the run first (cac-jax eval)") from None
-    per_score: dict = {}
-    for key in [k for k in arrays if k.startswith("score__")]:
-        _, name, field = key.split("__")
-        per_score.setdefault(name, {})[field] = arrays.pop(key)
-    arrays["method"] = str(arrays["method"])
-    arrays["score"] = str(arrays["score"]) if "score" in arrays else HEADLINE.get(arrays["method"])
-    return EvalOutputs(**arrays, scores=per_score)
+    except Exception as e:  # noqa: BLE001  (zipfile, zlib, pickle and key errors of a file cut short or overwritten)
+        raise storage.DamagedFile(path, f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}",
+                                  "evaluate the run again (cac-jax eval --workdir ...) to rewrite it") from None

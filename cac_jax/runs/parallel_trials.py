@@ -13,12 +13,14 @@ environment does not set ``XLA_PYTHON_CLIENT_MEM_FRACTION`` gets an equal share 
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 import multiprocessing.connection
 import os
 import time
+import warnings
 from collections.abc import Callable, Sequence
+
+from cac_jax import storage
 
 LOG_FILE = "train.log"
 GPU_MEMORY_SHARED = 0.9
@@ -50,19 +52,22 @@ def progress(cfg) -> str:
     """Where a running trial stands, from its metrics log: ``"stage 1 epoch 12/70"`` (epochs of both stages).
 
     ``python -m cac_jax.runs.parallel_trials DIR...`` prints it for every run under the DIRs (any run, not only a sweep's)."""
-    path = os.path.join(cfg.resolved_workdir, "metrics.jsonl")
-    last = None
-    if os.path.exists(path):
-        with open(path) as f:
-            for line in f:
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError:  # a line still being written
-                    continue
-                if rec.get("kind") == "epoch":
-                    last = rec
+    epochs = [rec for rec in _log_records(os.path.join(cfg.resolved_workdir, "metrics.jsonl")) if rec.get("kind") == "epoch"]
+    last = epochs[-1] if epochs else None
     total = sum(cfg.epochs)
     return "starting" if last is None else f"stage {last['stage']} epoch {last['epoch']}/{total}"
+
+
+def _log_records(path: str) -> list[dict]:
+    with warnings.catch_warnings():  # a line still being written is not worth a warning here
+        warnings.simplefilter("ignore", storage.CacJaxWarning)
+        return storage.read_jsonl(path)
+
+
+def _last_line(path: str) -> str:
+    """The last line of a trial's output: its one-line error when it failed."""
+    lines = [line for line in _tail(path).splitlines() if line.strip()]
+    return lines[-1].strip() if lines else "no output"
 
 
 def _tail(path: str, lines: int = 15) -> str:
@@ -107,12 +112,11 @@ def run_trials(cfgs: Sequence, parallel: int, *, log: Callable[[str], None] = pr
                 del running[trial]
                 log_path = os.path.join(cfg.resolved_workdir, LOG_FILE)
                 if proc.exitcode == 0:
-                    with open(os.path.join(cfg.resolved_workdir, "results.json")) as f:
-                        results[trial] = json.load(f)
+                    results[trial] = storage.read_json(os.path.join(cfg.resolved_workdir, "results.json"))
                     log(f"{cfg.method} trial {trial}: finished")
                 else:
-                    failed[trial] = f"exit code {proc.exitcode}; end of {log_path}:\n{_tail(log_path)}"
-                    log(f"{cfg.method} trial {trial}: FAILED ({failed[trial]})")
+                    failed[trial] = f"exit code {proc.exitcode}, {_last_line(log_path)} (its output: {log_path})"
+                    log(f"{cfg.method} trial {trial}: FAILED ({failed[trial]}); end of its output:\n{_tail(log_path)}")
             if running and time.monotonic() - last_report >= poll_seconds:
                 last_report = time.monotonic()
                 log("  ".join(f"trial {t}: {progress(c)}" for t, (_, c) in sorted(running.items())))
@@ -122,7 +126,8 @@ def run_trials(cfgs: Sequence, parallel: int, *, log: Callable[[str], None] = pr
         for proc, _ in running.values():
             proc.join()
     if failed:
-        raise TrialsFailed("trials failed: " + "; ".join(f"trial {t}: {m}" for t, m in sorted(failed.items())))
+        raise TrialsFailed("trials failed (the others finished): " + "; ".join(f"trial {t}: {m}"
+                                                                               for t, m in sorted(failed.items())))
     return results
 
 

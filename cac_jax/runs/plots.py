@@ -12,10 +12,11 @@ no pyplot global state, no backend switch, and the training path never imports i
 
 from __future__ import annotations
 
-import json
 import os
 
 import numpy as np
+
+from cac_jax import storage
 
 RUN_PLOTS = ("roc.png", "score_hist.png", "logit_pca.png", "training_curves.png")
 
@@ -31,7 +32,8 @@ def _figure(width: float = 6.0, height: float = 4.5):
 
 def _save(fig, path: str) -> str:
     fig.tight_layout()
-    fig.savefig(path, format="png")
+    with storage.atomic_open(path, "wb") as f:
+        fig.savefig(f, format="png")
     return path
 
 
@@ -142,11 +144,9 @@ def read_metrics(path: str) -> list[dict]:
     """The records of metrics.jsonl; a record repeated by a resumed run (same kind, stage and global step)
     keeps its last occurrence."""
     records = {}
-    with open(path) as f:
-        for line in f:
-            if line.strip():
-                r = json.loads(line)
-                records[(r["kind"], r.get("stage"), r["global_step"])] = r
+    for r in storage.read_jsonl(path):
+        if "kind" in r and "global_step" in r:
+            records[(r["kind"], r.get("stage"), r["global_step"])] = r
     return sorted(records.values(), key=lambda r: (r["global_step"], r["kind"]))
 
 

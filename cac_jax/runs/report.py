@@ -14,19 +14,23 @@ ones; "—" where none is published, e.g. digits), our AUROC minus it, and notes
   otherwise, with the recipe's value;
 * **JPEG data copy**: the data came from a lossy JPEG copy of the dataset, recognised by "jpeg" in the
   name of the ``npz_path`` file (e.g. ``cifar10_jpeg.npz``), not the original pixels;
-* **1 trial** (or n trials) when fewer than the published 5.
+* **1 trial** (or n trials) when fewer than the published 5;
+* **PARTIAL** (with the reason) for a run's results.json that is not the final result of its run (e.g. an
+  evaluation of a stage-1 or ``latest`` checkpoint): no published number is set beside it;
+* **provenance unrecorded** for results of an earlier version, which did not say what produced them.
 
-A results.json of a single run (not a sweep) is accepted as a sweep of one trial.
+A results.json of a single run (not a sweep) is accepted as a sweep of one trial. A sweep only ever averages
+final results (:mod:`cac_jax.runs.sweep`). A file that cannot be read is refused, naming it.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from collections.abc import Sequence
 
 from cac_jax import config as config_lib
+from cac_jax import storage
 from cac_jax.evaluation.evaluate import HEADLINE
 from cac_jax.runs import paper_results
 from cac_jax.runs.sweep import format_pm, summarize
@@ -74,14 +78,16 @@ def load_sweep(path: str) -> dict:
     file = os.path.join(path, "results.json") if os.path.isdir(path) else path
     if not os.path.exists(file):
         raise FileNotFoundError(f"no results.json in {path}: run `cac-jax sweep` first")
-    with open(file) as f:
-        results = json.load(f)
+    results = storage.read_json(file, advice="run the sweep (or evaluate the run) again to rewrite it")
     if "per_trial" in results:
         return results
     if "config" not in results or "auroc" not in results:
         raise ValueError(f"{file} is neither a sweep's nor a run's results.json")
     c = results["config"]
-    per_trial = [{"trial": c["trial"], **{k: v for k, v in results.items() if isinstance(v, (int, float))}}]
+    prov = results.get("provenance")
+    recorded = {"status": prov.get("status"), "partial_because": prov.get("partial_because", [])} if prov else {}
+    per_trial = [{"trial": c["trial"], **{k: v for k, v in results.items() if isinstance(v, (int, float))},
+                  **recorded}]
     keys = [k for k in ("accuracy", "auroc", "oscr", "fpr95") if k in results]
     mean, std = summarize(per_trial, keys)
     valid = {name: m for name, m in results.get("scores", {}).items() if "error" not in m}
@@ -134,9 +140,24 @@ def _text(value) -> str:
     return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
 
 
-def notes(config: dict, trials: int) -> list[str]:
+def partial(sweep: dict) -> str | None:
+    """Why some trial of ``sweep`` is not a final result (None: all are; see the module docstring)."""
+    for r in sweep["per_trial"]:
+        if "status" not in r:
+            return None
+        if r["status"] != "final":
+            return "; ".join(r.get("partial_because") or ["not the run's final result"])
+    return None
+
+
+def notes(config: dict, trials: int, per_trial: Sequence[dict] = ()) -> list[str]:
     """The notes column of a sweep (see the module docstring)."""
     out = []
+    why = partial({"per_trial": per_trial})
+    if why:
+        out.append(f"PARTIAL: {why}")
+    elif any("status" not in r for r in per_trial):
+        out.append("provenance unrecorded (an earlier version)")
     short, want = shortened(config)
     if short:
         out.append(f"shortened (epochs {_text(config['epochs'])} of {_text(want)})")
@@ -159,13 +180,14 @@ def group(sweep: dict) -> tuple[str, str]:
 
 def report_rows(sweep: dict) -> list[str]:
     c = sweep["config"]
-    benchmark = sweep["experiment"]
+    # The benchmark is the dataset evaluated: a CIFAR+10 network evaluated on CIFAR+50 stands beside CIFAR+50's.
+    benchmark = sweep.get("dataset") or sweep["experiment"]
     family, recipe = group(sweep)
     n = len(sweep["per_trial"])
-    note = "; ".join(notes(c, n)) or "—"
+    note = "; ".join(notes(c, n, sweep["per_trial"])) or "—"
     rows = []
     for objective, score, stats in _rows(sweep):
-        paper = paper_results.published(family, recipe, objective, score, benchmark)
+        paper = None if partial(sweep) else paper_results.published(family, recipe, objective, score, benchmark)
         delta = f"{100 * stats['mean']['auroc'] - paper.mean:+.1f}" if paper else "—"
         cells = [benchmark, objective, score, str(n), _metric(stats, "accuracy"), _metric(stats, "auroc"),
                  _metric(stats, "oscr"), _metric(stats, "fpr95"), _published(paper), delta, note]

@@ -5,11 +5,14 @@ method's own score at the top level and every score's mean and std under ``score
 ``results.md`` and in ``cac-jax report``.
 
 Layout: ``<sweep>/trial<k>/`` is an ordinary run directory (config.json, checkpoints, results.json,
-scores.npz, plots). A trial whose ``results.json`` exists is not rerun: its numbers are reused (after
-checking that it was made with the same config); an interrupted trial resumes from its latest checkpoint
-(:func:`cac_jax.runs.run.run` does that). The sweep then writes ``<sweep>/results.json`` (per-trial
-metrics, their mean and std), ``<sweep>/results.md`` (the same as a Markdown table) and ``<sweep>/roc.png``
-(one ROC curve per trial).
+scores.npz, plots). A trial whose ``results.json`` is the *final* result of the same config on the same data
+(its provenance says so, and its data fingerprint is that of the trial's data now) is not rerun: its numbers
+are reused. Any other trial is finished by :func:`cac_jax.runs.run.run`: an interrupted one resumes from its
+latest checkpoint, and a trained one whose results.json is partial (e.g. an evaluation of a stage-1
+checkpoint), damaged or of an earlier version is evaluated again. So every number a sweep averages is the
+final result of its trial. The sweep then writes ``<sweep>/results.json`` (per-trial metrics, their mean and
+std, each trial's data fingerprint), ``<sweep>/results.md`` (the same as a Markdown table) and
+``<sweep>/roc.png`` (one ROC curve per trial), atomically. One command at a time works in a sweep directory.
 
 Statistics: the mean and the **sample** standard deviation (``ddof=1``, i.e. divided by n - 1) over the
 trials, per metric; the paper's "±" over its 5 trials is presumably the same. With one trial the std is
@@ -18,12 +21,12 @@ undefined and stored as None.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from cac_jax import storage
 from cac_jax.runtime import distributed
 from cac_jax.config import Config
 from cac_jax.evaluation.evaluate import METRIC_KEYS, METRIC_NAMES, headline_score
@@ -65,24 +68,26 @@ def summarize_scores(per_trial: Sequence[dict]) -> dict:
     return out
 
 
-def _reusable_results(cfg: Config) -> dict | None:
-    """The trial's finished results, or None when it has none yet; a ValueError when they come from a
-    different config (another sweep in the same directory)."""
-    from cac_jax.runs.run import config_diffs
+def _reusable_results(cfg: Config, data_fingerprint: Callable[[Config], str], log: Callable[[str], None]) -> dict | None:
+    """The trial's final results on its data now, or None when it has none (it is then trained or evaluated); a
+    ValueError when they come from a different config (another sweep in the same directory)."""
+    from cac_jax.runs import run as run_lib
 
-    path = os.path.join(cfg.resolved_workdir, "results.json")
-    if not os.path.exists(path):
+    path = os.path.join(cfg.resolved_workdir, run_lib.RESULTS_FILE)
+    results = run_lib.read_results(path)
+    if results is None:
         return None
-    with open(path) as f:
-        results = json.load(f)
-    diffs = config_diffs(results.get("config", {}), cfg)
+    diffs = run_lib.config_diffs(results.get("config", {}), cfg)
     if diffs:
         raise ValueError(f"{path} holds results of a different config ({'; '.join(diffs)}); "
                          f"choose another sweep --workdir")
+    why = run_lib.not_final_because(results, data_fingerprint(cfg))
     missing = [k for k in METRIC_KEYS if k not in results]
-    if missing:
-        raise ValueError(f"{path} lacks the metrics {missing} (an older evaluation): re-evaluate it with "
-                         f"`cac-jax eval --workdir {cfg.resolved_workdir}`")
+    if why is None and missing:
+        why = f"it lacks the metrics {missing} (an older evaluation)"
+    if why is not None:
+        log(f"{cfg.method} trial {cfg.trial}: {path} is not reused ({why}); finishing the trial")
+        return None
     return results
 
 
@@ -94,7 +99,6 @@ def run_sweep(base: Config, trials: Sequence[int] = DEFAULT_TRIALS, workdir: str
     (default: the config's own data). ``parallel`` > 1 trains that many trials at once, each in its own
     process (:mod:`cac_jax.runs.parallel_trials`; they load their own data). Returns the sweep results."""
     from cac_jax.runs import run as run_lib
-    from cac_jax.training import loop as train
 
     if not trials:
         raise ValueError("a sweep needs at least one trial")
@@ -105,10 +109,25 @@ def run_sweep(base: Config, trials: Sequence[int] = DEFAULT_TRIALS, workdir: str
                          f"{distributed.process_count()} processes cannot: in such a job every trial runs on all "
                          f"processes, one after another (leave out --parallel)")
     workdir = workdir or default_workdir(base)
-    if distributed.is_primary():
-        os.makedirs(workdir, exist_ok=True)
+    with run_lib.hold(workdir):
+        return _run_sweep(base, trials, workdir, load_data=load_data, parallel=parallel, log=log, imports=imports)
+
+
+def _run_sweep(base, trials, workdir, *, load_data, parallel, log, imports) -> dict:
+    from cac_jax.data import loading
+    from cac_jax.runs import run as run_lib
+    from cac_jax.training import loop as train
+
+    load = load_data or train.load_data
     cfgs = {k: base.replace(trial=k, workdir=trial_workdir(workdir, k)) for k in trials}
-    done = {k: _reusable_results(cfg) for k, cfg in cfgs.items()}
+    fingerprints = {}
+
+    def data_fingerprint(cfg):
+        if cfg.trial not in fingerprints:
+            fingerprints[cfg.trial] = loading.fingerprint(load(cfg))
+        return fingerprints[cfg.trial]
+
+    done = {k: _reusable_results(cfg, data_fingerprint, log) for k, cfg in cfgs.items()}
     todo = [k for k in trials if done[k] is None]
     for k in trials:
         if done[k] is not None:
@@ -116,7 +135,7 @@ def run_sweep(base: Config, trials: Sequence[int] = DEFAULT_TRIALS, workdir: str
     if parallel > 1 and len(todo) > 1:
         from cac_jax.runs import parallel_trials
 
-        train.load_data(cfgs[todo[0]])  # prepares and checks the data once: no race, and one clear error
+        load(cfgs[todo[0]])  # prepares and checks the data once, with one clear error
         done.update(parallel_trials.run_trials([cfgs[k] for k in todo], parallel, log=log,
                                                 imports=imports))
     else:
@@ -128,8 +147,10 @@ def run_sweep(base: Config, trials: Sequence[int] = DEFAULT_TRIALS, workdir: str
         results = done[k]
         log(f"{base.method} trial {k}: " + "  ".join(f"{METRIC_NAMES[m]} {results[m]:.4f}" for m in METRIC_KEYS))
         valid = {name: m for name, m in results.get("scores", {}).items() if "error" not in m}
+        prov = results["provenance"]
         per_trial.append({"trial": k, **{m: results[m] for m in METRIC_KEYS}, "scores": valid,
-                          "workdir": os.path.abspath(cfgs[k].resolved_workdir)})
+                          "workdir": os.path.abspath(cfgs[k].resolved_workdir), "status": prov["status"],
+                          "data_fingerprint": prov["data_fingerprint"]})
     mean, std = summarize(per_trial)
     sweep = {"experiment": base.experiment, "dataset": base.dataset, "method": base.method,
              "objective": base.objective, "score": headline_score(base.method), "trials": list(trials),
@@ -170,11 +191,8 @@ def format_pm(mean: float, std: float | None) -> str:
 
 
 def write_sweep(workdir: str, sweep: dict) -> None:
-    with open(os.path.join(workdir, "results.json"), "w") as f:
-        json.dump(sweep, f, indent=2, sort_keys=True)
-        f.write("\n")
-    with open(os.path.join(workdir, "results.md"), "w") as f:
-        f.write(sweep_markdown(sweep))
+    storage.write_json(os.path.join(workdir, "results.json"), sweep)
+    storage.write_text(os.path.join(workdir, "results.md"), sweep_markdown(sweep))
     write_sweep_roc(workdir, sweep)
 
 

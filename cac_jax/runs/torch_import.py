@@ -23,15 +23,28 @@ The work directory it writes is an ordinary cac-jax run whose only stage is a fi
 ``config.json`` (the experiment's config with the file's method, the split family the released networks
 were trained on, ``cac_random2020``, unless ``--set split_family=...`` says otherwise) and an Orbax
 checkpoint in ``checkpoints/stage2/{best,latest}``; ``cac-jax eval --workdir W`` evaluates it.
+
+The trial and the experiment are the ones the file's name says (:func:`resolve_trial`,
+:func:`resolve_experiment`): a network evaluated on another trial's split would mix its known and unknown
+classes without any error, so a ``--trial`` or ``--experiment`` that disagrees with the name is refused, and
+so is a name that says neither when none is given.
 """
 
 from __future__ import annotations
 
 import os
+import re
 
 import numpy as np
 
 RELEASED_FAMILY = "cac_random2020"
+# The original's dataset names (its --dataset choices, which name its weight files) and our experiments.
+EXPERIMENT_OF = {"MNIST": "mnist", "SVHN": "svhn", "CIFAR10": "cifar10", "CIFAR+10": "cifar_plus_10",
+                 "CIFAR+50": "cifar_plus_50", "TinyImageNet": "tiny_imagenet"}
+# The original saves networks/weights/<DATASET>/<DATASET>_<trial>_<name>CACclassifierAnchorLoss.pth (and
+# ..._closedSetClassifier.pth, ...), <name> being its --name, empty by default.
+_RELEASED_NAME = re.compile(r"(?P<dataset>" + "|".join(re.escape(d) for d in EXPERIMENT_OF) +
+                            r")_(?P<trial>\d+)(?=[_.])", re.IGNORECASE)
 # The encoder's convolutions and BatchNorms in each nn.Sequential block: (conv index, bn index).
 SEQUENTIAL_LAYERS = ((0, 1), (3, 4), (6, 7))
 
@@ -51,6 +64,51 @@ def _torch():
         raise TorchMissing("reading a PyTorch checkpoint needs torch: pip install 'cac-jax[torch]' "
                            "(or pip install -e '.[torch]' in a checkout)") from None
     return torch
+
+
+def _released_name(path: str) -> tuple[str | None, int | None]:
+    """(dataset, trial) that a file named as the original names its networks says; (None, None) otherwise."""
+    match = _RELEASED_NAME.match(os.path.basename(path))
+    if match is None:
+        return None, None
+    dataset = next(d for d in EXPERIMENT_OF if d.lower() == match["dataset"].lower())
+    return dataset, int(match["trial"])
+
+
+def resolve_trial(path: str, given: int | None) -> int:
+    """The trial a released network was trained on: the one its file name says (``MNIST_1_...pth``), or
+    ``given`` (``--trial``) when the name says none. The trial picks the split the network is evaluated on,
+    and a network evaluated on another trial's split mixes its known and unknown classes without any error,
+    so a disagreement, or neither, is refused."""
+    _, named = _released_name(path)
+    if named is None:
+        if given is None:
+            raise ValueError(f"{path}: its name does not say the trial the network was trained on (the original's "
+                             f"files are named <DATASET>_<trial>_...pth); give --trial")
+        return given
+    if given is not None and given != named:
+        raise ValueError(f"{path} is named for trial {named} but --trial {given} was given; a network evaluated on "
+                         f"another trial's split mixes known and unknown classes: drop --trial or give --trial {named}")
+    return named
+
+
+def resolve_experiment(path: str, given: str | None) -> str:
+    """The experiment a released network belongs to: the dataset its file name says (``CIFAR+10_0_...pth`` is
+    ``cifar_plus_10``), or ``given`` (``--experiment``) when the name says none; a disagreement, or neither, is
+    refused. CIFAR+10 and CIFAR+50 share their networks (the original copies the CIFAR+10 files to CIFAR+50;
+    only the unknown test classes differ), so either name fits either experiment."""
+    dataset, _ = _released_name(path)
+    if dataset is None:
+        if given is None:
+            raise ValueError(f"{path}: its name does not say the dataset the network was trained on (the original's "
+                             f"files are named <DATASET>_<trial>_...pth); give --experiment")
+        return given
+    named = EXPERIMENT_OF[dataset]
+    shared = {"cifar_plus_10", "cifar_plus_50"}
+    if given is not None and given != named and not {given, named} <= shared:
+        raise ValueError(f"{path} is named for {dataset} (experiment {named}) but --experiment {given} was given: "
+                         f"drop --experiment or give --experiment {named}")
+    return given or named
 
 
 def read_state_dict(path: str) -> tuple[dict[str, np.ndarray], dict]:
@@ -152,6 +210,9 @@ def import_checkpoint(path: str, cfg) -> tuple[dict, str]:
     from cac_jax import config as config_lib
     from cac_jax.training import mesh as mesh_lib
 
+    # The command line resolves both from the file name; a caller's own config is checked against it here.
+    resolve_trial(path, cfg.trial)
+    resolve_experiment(path, cfg.experiment)
     state, extra = read_state_dict(path)
     shape = network_shape(state, path)
     cfg = cfg.replace(method=method_of(state), model="cac_cnn", stages="2",

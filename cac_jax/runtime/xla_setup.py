@@ -29,6 +29,7 @@ import os
 import warnings
 from importlib import metadata
 
+from cac_jax import storage
 from cac_jax.runtime import backends
 
 FAST_CPU_FLAGS = ("--xla_cpu_experimental_ynn_fusion_type=-individual_convolution",
@@ -88,6 +89,11 @@ def enable_compilation_cache(environ=os.environ) -> str | None:
         return jax.config.jax_compilation_cache_dir
     path = compilation_cache_dir(environ)
     if path is None:
+        return None
+    try:
+        storage.make_dirs(path)
+    except storage.StorageError as e:  # a read-only HOME: compile every time, but run
+        storage.warn(f"no compilation cache ({e}); set {CACHE_ENV}=DIR to keep one elsewhere")
         return None
     jax.config.update("jax_compilation_cache_dir", path)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)

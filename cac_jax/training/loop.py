@@ -39,8 +39,8 @@ import optax
 from tqdm import tqdm
 
 from cac_jax import models
-from cac_jax.config import Config
-from cac_jax.runtime import distributed, timing
+from cac_jax.config import Config, training_fields
+from cac_jax.runtime import distributed, interrupts, timing
 from cac_jax.training import checkpoints, objectives, schedules
 from cac_jax.training import mesh as mesh_lib
 from cac_jax.training import state as train_state
@@ -63,6 +63,9 @@ class Context:
     tx: object
     train_step: object
     val_step: object
+    # Digests of the data and of its training part (cac_jax.data.loading.fingerprints), recorded in every checkpoint.
+    data_fingerprint: str
+    training_fingerprint: str
     timings: timing.Timings = dataclasses.field(default_factory=timing.Timings)
 
     @functools.cached_property
@@ -110,16 +113,15 @@ def load_data(cfg: Config):
     return data if data is not None else load()
 
 
-def agree_on_run(cfg: Config, data=None) -> None:
-    """Refuse to run a job whose processes were given different configs (or, with ``data``, different data)."""
+def agree_on_run(cfg: Config, data_fingerprint: str | None = None) -> None:
+    """Refuse to run a job whose processes were given different configs (or, with ``data_fingerprint``, different
+    data)."""
     if distributed.process_count() == 1:
         return
-    if data is None:
+    if data_fingerprint is None:
         distributed.agree("configs", {k: v for k, v in cfg.to_dict().items() if k not in PER_PROCESS_FIELDS})
     else:
-        from cac_jax.data import loading
-
-        distributed.agree("data", {"data fingerprint": loading.fingerprint(data)})
+        distributed.agree("data", {"data fingerprint": data_fingerprint})
 
 
 def build_model(cfg: Config, data) -> models.OpenSetClassifier:
@@ -275,7 +277,19 @@ def _position_meta(ctx: Context, stage: int, start_epoch: int, step: int, best, 
     return {"stage": stage, "start_epoch": start_epoch, "step": step,
             "epochs_done": start_epoch + step // ctx.steps_per_epoch, "steps_per_epoch": ctx.steps_per_epoch,
             "best_value": best, "best_epoch": best_epoch, "selection_metric": metric, "selection_mode": mode,
-            "finished": finished, "signature": ctx.signature}
+            "finished": finished, "signature": ctx.signature, **resume_data(ctx), **trained_data(ctx),
+            "trained_config": training_fields(ctx.cfg.to_dict())}
+
+
+def resume_data(ctx: Context) -> dict:
+    """What a checkpoint's data must match to resume its run: all of it (its test sets give the run's results)."""
+    return {"data_fingerprint": ctx.data_fingerprint}
+
+
+def trained_data(ctx: Context) -> dict:
+    """What a checkpoint's data must match to evaluate its network: what it was trained on (CIFAR+10's networks on
+    CIFAR+50, as the original does)."""
+    return {"training_data_fingerprint": ctx.training_fingerprint}
 
 
 def initial_state(ctx: Context):
@@ -294,24 +308,41 @@ def prepare_stage(ctx: Context, stage: int):
     meta = store.meta("latest")
     if meta is not None:
         checkpoints.check_signature(meta.get("signature", {}), ctx.signature, store.root)
+        checkpoints.check_data(meta, resume_data(ctx), store.root)
         if meta["finished"]:
             return None
         if meta["steps_per_epoch"] != ctx.steps_per_epoch:
             raise ValueError(f"the checkpoint in {store.root} was made with {meta['steps_per_epoch']} steps per "
                              f"epoch, the config gives {ctx.steps_per_epoch} (batch size or data changed)")
-        state, meta = store.restore("latest", target, ctx.signature)
-        best = None if meta["best_value"] is None else store.restore("latest", target, ctx.signature, item="best")[0]
-        return state, meta, best
+        return store.restore_latest(target, ctx.signature, data=resume_data(ctx))
+    if cfg.init_from and stage == stages_to_run(cfg)[0]:
+        # A fresh optimiser around another run's network (e.g. the last good checkpoint of a diverged run).
+        state = train_state.restart(ctx.model, init_variables(ctx), ctx.tx, mesh_lib.replicated(ctx.mesh))
+        return state, _position_meta(ctx, stage, 0, 0, None, None, False), None
     if stage == 1:
         return target, _position_meta(ctx, 1, 0, 0, None, None, False), None
     first = checkpoints.StageCheckpoints(cfg.resolved_workdir, 1)
     if not first.exists("best"):
         raise FileNotFoundError(f"stage 2 starts from stage 1's best checkpoint, and {first.root}/best has none: "
                                 f"run stage 1 first (--set stages=1 or stages=both)")
-    best, best_meta = first.restore("best", target, ctx.signature)
+    best, best_meta = first.restore("best", target, ctx.signature, data=resume_data(ctx))
     # Fresh optimiser: momentum reset, step 0, lr of stage 2; the epoch counter continues.
     state = train_state.restart(ctx.model, best.variables(), ctx.tx, mesh_lib.replicated(ctx.mesh))
     return state, _position_meta(ctx, 2, best_meta["epochs_done"], 0, None, None, False), None
+
+
+def init_variables(ctx: Context) -> dict:
+    """The network of the checkpoint ``cfg.init_from`` names (its best checkpoint unless it names ``latest``; a run
+    directory or its ``checkpoints``: the best of its last stage), which must fit this run's network."""
+    run_dir, stage, kind = checkpoints.locate(ctx.cfg.init_from)
+    if stage is None:
+        stage = max((s for s in (1, 2) if checkpoints.StageCheckpoints(run_dir, s).exists(kind)), default=1)
+    store = checkpoints.StageCheckpoints(run_dir, stage)
+    try:
+        state, _ = store.restore(kind, initial_state(ctx), ctx.signature)
+    finally:
+        store.close()
+    return state.variables()
 
 
 def run_stage(ctx: Context, stage: int, state, meta: dict, best_state, log: RunLog, max_steps: int | None):
@@ -340,9 +371,8 @@ def run_stage(ctx: Context, stage: int, state, meta: dict, best_state, log: RunL
             if k in host:
                 rec[f"{k}_loss"] = host[k] / steps_in_sums
         if host["nonfinite"] or not np.isfinite(rec["loss"]):
-            raise TrainingDiverged(
-                f"non-finite training loss or gradients (mean loss {rec['loss']}) in stage {stage}, epoch {epoch + 1}, step {step}; "
-                f"stopped. The last good checkpoint is kept in {store.root}/latest (try a lower learning rate)")
+            raise TrainingDiverged(f"non-finite training loss or gradients (mean loss {rec['loss']}) in stage {stage}, "
+                                   f"epoch {epoch + 1}, step {step}; stopped. {divergence_advice(ctx, stage, store)}")
         log.write(rec)
         sums = zero_metrics(ctx)
         steps_in_sums, t_last = 0, now
@@ -363,6 +393,7 @@ def run_stage(ctx: Context, stage: int, state, meta: dict, best_state, log: RunL
                            desc=f"stage {stage} epoch {epoch + 1}/{start_epoch + cfg.epochs[stage - 1]}",
                            disable=not cfg.progress or not distributed.is_primary())
                 for _ in range(offset, spe):
+                    interrupts.check()
                     if max_steps is not None and step >= max_steps:
                         bar.close()
                         return state, False
@@ -374,6 +405,8 @@ def run_stage(ctx: Context, stage: int, state, meta: dict, best_state, log: RunL
                         rec = flush(epoch)
                         bar.set_postfix(loss=f"{rec['loss']:.4f}", acc=f"{rec['train_accuracy']:.3f}")
                     if cfg.checkpoint_every_steps and step % cfg.checkpoint_every_steps == 0 and step % spe:
+                        if steps_in_sums:  # nothing non-finite goes into a checkpoint unseen
+                            flush(epoch)
                         save_latest()
                 bar.close()
             val, improved = {}, False
@@ -382,7 +415,7 @@ def run_stage(ctx: Context, stage: int, state, meta: dict, best_state, log: RunL
                     val = distributed.broadcast("validation", validate(ctx, state.variables()))
                 if not all(np.isfinite(v) for v in val.values()):
                     raise TrainingDiverged(f"non-finite validation metrics {val} after stage {stage}, epoch "
-                                           f"{epoch + 1}; stopped. The last good checkpoint is kept in {store.root}/latest")
+                                           f"{epoch + 1}; stopped. {divergence_advice(ctx, stage, store)}")
                 value = val[metric]
                 improved = objectives.improves(value, best, mode)
                 if improved:
@@ -414,10 +447,38 @@ def run_stage(ctx: Context, stage: int, state, meta: dict, best_state, log: RunL
     return state, True
 
 
-def make_context(cfg: Config, data, mesh=None, timings: timing.Timings | None = None) -> Context:
+def divergence_advice(ctx: Context, stage: int, store: checkpoints.StageCheckpoints) -> str:
+    """Which checkpoint the diverged run kept, and the command that continues from it with other settings (a work
+    directory holds one config, so into another one)."""
+    cfg = ctx.cfg
+    store.wait()
+    meta = store.meta("latest")
+    lower = ",".join(f"{lr / 10:g}" for lr in cfg.learning_rates)
+    first = checkpoints.StageCheckpoints(cfg.resolved_workdir, 1)
+    if meta is not None:
+        kept = (f"The last checkpoint before it, stage {stage} after epoch {meta['epochs_done']} (step "
+                f"{meta['step']}), is {store.root}/latest")
+        start, stages = f"{store.root}/latest", str(stage)
+    elif stage == 2 and first.exists("best"):
+        kept = f"No stage-2 checkpoint was written before it; stage 1's best is {first.root}/best"
+        start, stages = f"{first.root}/best", "2"
+    else:
+        return (f"No checkpoint was written before it (the first comes after epoch {cfg.checkpoint_every_epochs}), so "
+                f"nothing of it can be continued: train again with other settings in another work directory (or "
+                f"after deleting {cfg.resolved_workdir}), e.g. the same command with --set learning_rates={lower}")
+    return (f"{kept}. To continue from it with other settings, train into another work directory: the same command "
+            f"with --workdir NEW --set init_from={start} --set stages={stages} --set learning_rates={lower}")
+
+
+def make_context(cfg: Config, data, mesh=None, timings: timing.Timings | None = None,
+                 fingerprints: tuple[str, str] | None = None) -> Context:
     """The run's mesh, network and compiled steps (its training and validation data go to the devices when
-    training first needs them)."""
+    training first needs them); ``fingerprints``: the data's (:func:`cac_jax.data.loading.fingerprints`), if
+    computed already."""
+    from cac_jax.data import loading
+
     mesh = mesh or mesh_lib.make_mesh(cfg.num_devices)
+    fingerprints = fingerprints or loading.fingerprints(data)
     mesh_lib.check_batch_size(cfg.batch_size, mesh)
     spe = len(data.train.labels) // cfg.batch_size
     if spe == 0:
@@ -428,6 +489,7 @@ def make_context(cfg: Config, data, mesh=None, timings: timing.Timings | None = 
                    steps_per_epoch=spe, tx=train_state.make_optimizer(momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                                                                     optimizer=cfg.optimizer),
                    train_step=make_train_step(model, cfg, data, mesh), val_step=make_val_step(model, cfg, data, mesh),
+                   data_fingerprint=fingerprints[0], training_fingerprint=fingerprints[1],
                    timings=timings or timing.Timings())
 
 
@@ -452,11 +514,14 @@ def train(ctx: Context, *, max_steps: int | None = None) -> bool:
     return True
 
 
-def checkpoint_variables(ctx: Context, stage: int, kind: str = "best") -> dict:
-    """Variables of the ``kind`` ("best", what evaluation uses, or "latest") checkpoint of ``stage``."""
+def checkpoint_variables(ctx: Context, stage: int, kind: str = "best") -> tuple[dict, dict]:
+    """(variables, meta) of the ``kind`` ("best", what evaluation uses, or "latest") checkpoint of ``stage``,
+    refused unless it was trained on the context's training data."""
     store = checkpoints.StageCheckpoints(ctx.cfg.resolved_workdir, stage)
-    if not store.exists(kind):
-        raise FileNotFoundError(f"no {kind} checkpoint in {store.root}/{kind}: train stage {stage} first")
-    state, _ = store.restore(kind, initial_state(ctx), ctx.signature)
-    store.close()
-    return state.variables()
+    try:
+        if not store.exists(kind):
+            raise FileNotFoundError(f"no {kind} checkpoint in {store.root}/{kind}: train stage {stage} first")
+        state, meta = store.restore(kind, initial_state(ctx), ctx.signature, data=trained_data(ctx))
+    finally:
+        store.close()
+    return state.variables(), meta

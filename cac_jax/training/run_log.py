@@ -12,6 +12,8 @@ import os
 
 import jax
 
+from cac_jax import storage
+
 
 def _tensorboard_writer(logdir: str):
     for module in ("tensorboardX", "torch.utils.tensorboard"):
@@ -27,16 +29,26 @@ class RunLog:
     def __init__(self, workdir: str, *, tensorboard: bool = False):
         self._active = jax.process_index() == 0
         if self._active:
-            os.makedirs(workdir, exist_ok=True)
+            storage.make_dirs(workdir)
         self._tb = _tensorboard_writer(os.path.join(workdir, "tensorboard")) if self._active and tensorboard else None
-        self._file = open(os.path.join(workdir, "metrics.jsonl"), "a") if self._active else None
+        self._file = None
+        if self._active:
+            path = os.path.join(workdir, "metrics.jsonl")
+            storage.repair_jsonl_tail(path)  # a resumed run's records start on a line of their own
+            try:
+                self._file = open(path, "a")
+            except OSError as e:
+                raise storage.StorageError(storage.describe_os_error(e, path)) from None
 
     def write(self, record: dict) -> None:
         """``record`` needs a ``kind`` ("train" or "epoch") and a ``step``; numbers go to TensorBoard."""
         if not self._active:
             return
-        self._file.write(json.dumps(record, sort_keys=True) + "\n")
-        self._file.flush()
+        try:
+            self._file.write(json.dumps(record, sort_keys=True) + "\n")
+            self._file.flush()
+        except OSError as e:
+            raise storage.StorageError(storage.describe_os_error(e, self._file.name)) from None
         if self._tb is not None:
             for k, v in record.items():
                 if isinstance(v, (int, float)) and k not in ("step", "stage", "epoch"):

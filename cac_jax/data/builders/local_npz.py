@@ -64,6 +64,10 @@ def inspect_npz(path) -> tuple[int, int, int]:
             xs = xs + (1,)
         if len(xs) != 4 or xs[3] not in (1, 3):
             raise ValueError(f"npz file {path!r}: x_{split} has shape {h['x_' + split][0]}, expected (n, H, W) or (n, H, W, C) with C 1 or 3")
+        if xs[0] == 0:
+            raise ValueError(
+                f"npz file {path!r}: x_{split} holds no images; both splits need images (TFDS cannot prepare an empty one)"
+            )
         if not (len(ys) == 1 or (len(ys) == 2 and ys[1] == 1)) or ys[0] != xs[0]:
             raise ValueError(f"npz file {path!r}: y_{split} has shape {ys}, expected ({xs[0]},) to match x_{split}")
         if not np.issubdtype(yd, np.integer):
@@ -72,6 +76,13 @@ def inspect_npz(path) -> tuple[int, int, int]:
             raise ValueError(f"npz file {path!r}: x_train images are {image_shape} but x_test images are {xs[1:]}")
         image_shape = xs[1:]
     return tuple(int(d) for d in image_shape)
+
+
+def read_labels(path) -> dict[str, np.ndarray]:
+    """``{"y_train": labels, "y_test": labels}`` of an inspected npz file, flat, read without its images
+    (cheap), to check them before the preparation."""
+    with np.load(os.fspath(path)) as npz:
+        return {k: npz[k].reshape(-1) for k in ("y_train", "y_test")}
 
 
 def fingerprint(path) -> str:

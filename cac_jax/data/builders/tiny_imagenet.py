@@ -96,6 +96,8 @@ def list_examples(tree: _Tree) -> dict[str, list[tuple[str, int]]]:
         if len(fields) < 2 or fields[1] not in class_id:
             raise ValueError(f"val/val_annotations.txt: cannot read line {line!r} (expected '<file>\\t<wnid>\\t...' with a known wnid)")
         test.append(("val/images/" + fields[0], class_id[fields[1]]))
+    if not test:
+        raise ValueError(f"Tiny ImageNet's val/val_annotations.txt lists no images; it is the test split. {INSTRUCTIONS}")
     test.sort(key=lambda e: (e[1], posixpath.basename(e[0])))
     return {"train": train, "test": test}
 
