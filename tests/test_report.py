@@ -163,3 +163,15 @@ def test_vaze_mls_numbers_match_the_modern_protocol_note():
         assert found.source.endswith("unverified" if benchmark == "mnist" else "secondary")
     assert paper_results.published("arpl2020", "vaze2022", "cac", "cac", "cifar10") is None
     assert paper_results.published("neal2018", "vaze2022", "ce", "max_logit", "cifar10") is None
+
+
+def test_a_cifar_plus_10_network_scored_on_cifar_plus_50_stands_beside_cifar_plus_50(tmp_path):
+    """`eval --set dataset=cifar_plus_50` of a CIFAR+10 run (the original's protocol): the benchmark is the dataset
+    evaluated, with CIFAR+50's published number; the config is the CIFAR+10 experiment's, which it follows."""
+    cfg = get_experiment("cifar_plus_10").replace(dataset="cifar_plus_50").to_dict()
+    (tmp_path / "results.json").write_text(json.dumps({"accuracy": 0.9, "auroc": 0.88, "config": cfg,
+                                                       "provenance": {"status": "final", "partial_because": []}}))
+    row = next(line for line in report.report([str(tmp_path)]).splitlines() if line.startswith("| cifar_plus"))
+    published = paper_results.published("neal2018", "cac2021", "cac", "cac", "cifar_plus_50")
+    assert row.startswith("| cifar_plus_50 | cac | cac | 1 |") and f"{published.mean:.1f}" in row
+    assert "differs from the recipe" not in row
