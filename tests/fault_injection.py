@@ -760,7 +760,7 @@ def known_class_missing_from_the_test_split(env):
     labels_test = np.arange(120) % 10
     labels_test[labels_test == 5] = 3  # trial 0's known classes are 0, 1, 2, 4, 5, 9: no 5 left
     npz = make_npz(env.path("missing.npz"), labels_test=labels_test)
-    return failed_clearly(env.run("train", "--workdir", env.path("run"), "--npz", npz, *NPZ_ARGS), "5")
+    return failed_clearly(env.run("train", "--workdir", env.path("run"), "--npz", npz, *NPZ_ARGS), "test", "[5]")
 
 
 @case("messages", "one_line")
