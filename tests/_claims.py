@@ -415,6 +415,11 @@ REGISTRY: dict[str, Claim] = {
         run="python -m benchmarks.run_overhead --base {root} --rounds 1 --json OUT",
         why="1 round, this checkout against itself (no second checkout here)", says=("| warm |",),
         check=_json_has("OUT", "ratio_this_over_base")),
+    "python -m benchmarks.run_overhead --base /tmp/before": Claim(
+        run="python -m benchmarks.run_overhead --base {root} --rounds 1 --json OUT",
+        why="1 round, this checkout against itself (no second checkout here); the run of the form above",
+        says=("| warm |",)),
+    "bash .ci/run": Claim(runs_here=False, why=NOT_FROM_A_TEST),
     "python -m benchmarks.train_step_speed --devices 1,2 --steps 20 --json speed.json": Claim(
         run=SPEED_QUICK, why="1 step", says=("steps/s",), expect=("speed.json",)),
     'python -m benchmarks.vs_pytorch [--quick] [--host-devices N] [--out PATH] [--xla-flags "..."]': Claim(

@@ -99,14 +99,12 @@ def workdir_lock(workdir: str, command: str | None = None):
 @contextlib.contextmanager
 def file_lock(path: str, what: str, *, announce=print):
     """Hold an exclusive lock on the file ``path`` for the block, waiting for another holder (saying so once
-    through ``announce``). Where ``path`` cannot be created (a read-only place) nothing can be written there
-    either, so the block runs without the lock."""
+    through ``announce``); a :class:`~cac_jax.storage.StorageError` naming ``path`` where it cannot be created."""
+    make_dirs(os.path.dirname(path))
     try:
-        make_dirs(os.path.dirname(path))
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    except (OSError, RuntimeError):
-        yield
-        return
+    except OSError as e:
+        raise storage_error(e, path) from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
