@@ -358,6 +358,7 @@ def join_job(args) -> None:
 
 
 RESUMING_COMMANDS = ("train", "sweep")
+EXIT_GRACE_S = 60  # after a failure, the longest the interpreter may take to end
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None, _default=warnings.showwarning):
@@ -375,7 +376,9 @@ def main(argv: list[str] | None = None) -> int:
         # What fails in a library's background (Orbax's save and restore threads, their asyncio loops, finalisers)
         # reaches the command as an error of its own, which says it in one line; their tracebacks, logged or
         # printed as "ignored" on the way, would bury it. --debug keeps them.
-        logging.getLogger("absl").setLevel(logging.CRITICAL)
+        for library in ("absl", "asyncio"):  # asyncio: "Task exception was never retrieved", with a traceback
+            logging.getLogger(library).setLevel(logging.CRITICAL)
+        warnings.filterwarnings("ignore", r"coroutine .* was never awaited", RuntimeWarning)
         sys.unraisablehook = threading.excepthook = lambda *_: None
     try:
         if args.command in COMPUTING_COMMANDS:
@@ -432,6 +435,12 @@ def entry() -> None:
         sys.stdout.flush()
         sys.stderr.flush()
         os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
+    if code:
+        # The failure is said and the run's saves are waited for (its finally blocks); a library thread left
+        # stuck at exit (once in CI, after a Ctrl-C) must not keep the shell or the scheduler waiting.
+        watchdog = threading.Timer(EXIT_GRACE_S, os._exit, args=(code,))
+        watchdog.daemon = True
+        watchdog.start()
     sys.exit(code)
 
 

@@ -50,6 +50,10 @@ LONG = ("--epochs", "20,1", "--set", "checkpoint_every_epochs=1")  # long enough
 METRICS = ("accuracy", "auroc", "oscr", "fpr95")
 
 
+class Unavailable(Exception):
+    """The case cannot run on this machine (says why)."""
+
+
 @dataclasses.dataclass
 class Result:
     returncode: int | None
@@ -778,7 +782,12 @@ def ctrl_c_then_the_same_command(env):
     while not (latest.is_dir() and any(p.name.isdigit() for p in latest.iterdir())) and time.monotonic() < deadline:
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
+    try:
+        out, err = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        return Outcome("bad_message", f"hung after Ctrl-C (killed 120 s later); it printed {err.strip()[-200:]!r}")
     first = Result(proc.returncode, out, err)
     if first.returncode == 0:
         return Outcome("bad_message", "Ctrl-C was swallowed: the run finished anyway")

@@ -31,6 +31,7 @@ collectively: one copy of the replicated state, the files written by process 0).
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import os
 import re
@@ -42,6 +43,7 @@ import orbax.checkpoint as ocp
 from flax import serialization
 
 from cac_jax import storage
+from cac_jax.runtime import interrupts
 
 KINDS = ("latest", "best")
 KEEP = {"latest": 2, "best": 1}  # the previous latest is the fallback of a damaged one
@@ -118,6 +120,18 @@ def _first_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {text.splitlines()[0][:160]}" if text else type(error).__name__
 
 
+def _uninterrupted(method):
+    """Run ``method`` with Ctrl-C and SIGTERM held until it returns (:func:`interrupts.deferred`): Orbax's
+    managers start threads and futures that an exception raised half-way would leave broken."""
+
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        with interrupts.deferred():
+            return method(*args, **kwargs)
+
+    return wrapper
+
+
 class StageCheckpoints:
     """The ``latest`` and ``best`` checkpoints of one stage of one run."""
 
@@ -125,6 +139,7 @@ class StageCheckpoints:
         self.root = os.path.join(os.path.abspath(workdir), "checkpoints", f"stage{stage}")
         self._managers: dict[str, ocp.CheckpointManager] = {}
 
+    @_uninterrupted
     def _manager(self, kind: str) -> ocp.CheckpointManager:
         if kind not in KINDS:
             raise ValueError(f"checkpoint kind {kind!r} is not one of {KINDS}")
@@ -149,6 +164,7 @@ class StageCheckpoints:
     def exists(self, kind: str) -> bool:
         return bool(self._steps(kind))
 
+    @_uninterrupted
     def save(self, kind: str, step: int, state, meta: dict, *, best=None) -> None:
         """Start saving ``state`` (train step ``step``) and ``meta`` with the digests of what is saved; ``latest``
         also takes the stage's best state so far, ``best`` (``state`` itself while there is none). Returns once the
@@ -171,6 +187,7 @@ class StageCheckpoints:
         except Exception as e:  # noqa: BLE001  (Orbax wraps the OS error of a full disk in its own)
             raise _save_error(e, where) from None
 
+    @_uninterrupted
     def wait(self) -> None:
         """Block until every save started so far is on disk."""
         for kind, mngr in self._managers.items():
@@ -186,6 +203,7 @@ class StageCheckpoints:
             raise ValueError("its meta is not a checkpoint's")
         return meta
 
+    @_uninterrupted
     def meta(self, kind: str) -> dict | None:
         """The meta of the newest step of ``kind`` whose meta can be read (None without any)."""
         for step in self._steps(kind):
@@ -233,6 +251,7 @@ class StageCheckpoints:
                 continue
             yield step, meta, trees
 
+    @_uninterrupted
     def _restore(self, kind: str, items: tuple[str, ...], target, expected_signature: dict,
                  data: dict | None) -> tuple[dict, dict]:
         """({item: state dict}, meta) of the newest intact step of ``kind``, with the fallbacks of the module
@@ -279,6 +298,7 @@ class StageCheckpoints:
         # Written before the ``best`` item existed: those versions wrote ``best`` at every improvement.
         return state, meta, self.restore("best", target, expected_signature, data=data)[0]
 
+    @_uninterrupted
     def close(self) -> None:
         for kind, mngr in self._managers.items():
             try:
