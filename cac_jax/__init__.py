@@ -11,3 +11,11 @@ plots), ``cli``.
 """
 
 __version__ = "0.1.0"
+
+
+def load(workdir: str, *, score: str | None = None, num_devices: int | None = None):
+    """A trained run as an open-set classifier: ``cac_jax.load(W).predict(images)`` accepts each image as a known
+    class or rejects it as unknown at the run's calibrated threshold (:mod:`cac_jax.runs.predict`)."""
+    from cac_jax.runs import predict
+
+    return predict.load(workdir, score=score, num_devices=num_devices)

@@ -53,6 +53,12 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", help="TFDS data directory holding prepared datasets (nothing is downloaded)")
     p.add_argument("--npz", help="a local .npz file with the data (Keras layout: mnist.npz, cifar10_jpeg.npz)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--unknowns", action="append", default=[], metavar="NAME=SOURCE",
+                   help="also score unknowns from another dataset (repeatable): a Keras-layout .npz (its x_test), an "
+                        "image folder, tfds:NAME (prepared) or noise:gaussian / noise:uniform")
+    p.add_argument("--calibration", metavar="SOURCE",
+                   help="held-out known images to calibrate the rejection threshold on (default: the run's "
+                        "validation split); same forms as --unknowns' SOURCE")
     p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
                    help="import a module (a name, or a path to a .py file) first, e.g. one that registers scores of "
                         "your own (cac_jax.evaluation.scores.register); repeatable")
@@ -152,6 +158,20 @@ def build_parser() -> argparse.ArgumentParser:
     it.add_argument("--workdir", help="the new work directory (default runs/imported/<file name>)")
     _add_common(it)
 
+    pr = sub.add_parser("predict", help="classify images with a trained run: a known class, or unknown",
+                        description="Accept each image as one of the run's known classes or reject it as unknown, "
+                                    "at the threshold calibrated on held-out knowns (calibration.npz, written by "
+                                    "train and eval). Writes one row per image to PREFIX.csv and PREFIX.json.")
+    pr.add_argument("--workdir", required=True, help="work directory of a trained, evaluated run")
+    pr.add_argument("inputs", nargs="+", metavar="INPUT",
+                    help="a Keras-layout .npz (its x_test), an image file (PNG, JPEG, ...) or a folder of them")
+    pr.add_argument("--score", help="the open-set score to decide by (default: the run's own)")
+    pr.add_argument("--output", default="predictions", metavar="PREFIX",
+                    help="where to write PREFIX.csv and PREFIX.json (default ./predictions; earlier files are kept "
+                         "as PREFIX.<n>.*)")
+    pr.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                    help="a module or .py file registering a score of your own (repeatable)")
+
     la = sub.add_parser("launch", help="try a multi-host job on this machine: N processes sharing its CPU",
                         description="Start a cac-jax command as a job of several processes on this machine, "
                                     "each with its own CPU devices, connected by JAX's distributed runtime "
@@ -192,6 +212,13 @@ def _common_overrides(args) -> list[str]:
         items.append(f"npz_path={args.npz}")
     if args.no_progress:
         items.append("progress=false")
+    if args.unknowns:
+        if any("," in item for item in args.unknowns):
+            raise ValueError(f"--unknowns {next(i for i in args.unknowns if ',' in i)!r}: a source path may not hold a "
+                             f"comma (rename it or link it)")
+        items.append("unknowns=" + ",".join(args.unknowns))
+    if args.calibration:
+        items.append(f"calibration={args.calibration}")
     return items
 
 
@@ -235,11 +262,45 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+DECISION_COLUMNS = {"known_acceptance": "known accepted", "unknown_rejection": "unknown rejected", "ccr": "CCR",
+                    "open_set_accuracy": "open-set acc.", "macro_f1": "macro-F1"}
+
+
+def format_decisions(results: dict) -> str:
+    """The decisions of one run: every score at its calibrated threshold (K + 1 classes), and the sets of unknowns
+    from other datasets (AUROC, and the fraction rejected at that threshold)."""
+    cal = results.get("calibration")
+    if not cal:
+        return ""
+    own = results.get("score")
+    label = {name: name + (" (own)" if name == own else "") for name in results["scores"]}
+    width = max(map(len, label.values()), default=5) + 1
+    if cal["status"] == "calibrated":
+        lines = [f"decisions at the calibrated threshold: {100 * cal['target']:g}% of held-out knowns accepted, "
+                 f"calibrated on {cal['source']}",
+                 f"{'score':<{width}} " + " ".join(f"{h:>16}" for h in DECISION_COLUMNS.values())]
+        for name, m in results["scores"].items():
+            point = m.get("operating_point") or {}
+            cells = [f"{point[k]:>16.4f}" if isinstance(point.get(k), float) else f"{'-':>16}" for k in DECISION_COLUMNS]
+            lines.append(f"{label[name]:<{width}} " + " ".join(cells))
+    else:
+        lines = [f"uncalibrated: {cal['source']}"]
+    for name, entry in (results.get("unknown_sets") or {}).items():
+        lines.append(f"unknowns '{name}' ({entry['n']} images of {entry['source']}): AUROC, and the fraction rejected "
+                     f"at the calibrated threshold")
+        for score, m in entry["scores"].items():
+            rejected = f"{m['rejected']:.4f}" if m["rejected"] is not None else "uncalibrated"
+            lines.append(f"  {label.get(score, score):<{width}} AUROC {m['auroc']:.4f}  rejected {rejected}")
+    return "\n".join(lines)
+
+
 def cmd_train(args) -> int:
     from cac_jax.runs.run import train_and_report
 
     rows = [train_and_report(cfg) for cfg in train_configs(args)]
     print(format_table(rows))
+    if len(rows) == 1:
+        print(format_decisions(rows[0]))
     return 0
 
 
@@ -251,6 +312,7 @@ def cmd_eval(args) -> int:
     from cac_jax.runtime import timing
 
     print(format_table([results]))
+    print(format_decisions(results))
     prov = results["provenance"]
     if prov["status"] != "final":
         print(f"PARTIAL result ({'; '.join(prov['partial_because'])}): not the run's final result, and marked so in "
@@ -298,7 +360,8 @@ def cmd_plots(args) -> int:
     results = os.path.join(args.workdir, "results.json")
     scores = os.path.join(args.workdir, evaluate.SCORES_FILE)
     if os.path.exists(scores):
-        written = plots.write_run_plots(args.workdir, evaluate.load_outputs(scores))
+        written = plots.write_run_plots(args.workdir, evaluate.load_outputs(scores),
+                                        storage.read_json(results) if os.path.exists(results) else None)
     elif os.path.exists(results):
         written = [sweep.write_sweep_roc(args.workdir, storage.read_json(results))]
     else:
@@ -329,6 +392,27 @@ def cmd_import_torch(args) -> int:
     return 0
 
 
+def cmd_predict(args) -> int:
+    import collections
+
+    from cac_jax.runs import predict
+
+    clf = predict.load(args.workdir, score=args.score)
+    images, names = clf.read_inputs(args.inputs)
+    result = clf.predict(images, what=", ".join(args.inputs))
+    paths = predict.write_predictions(args.output, result.rows(names))
+    counts = collections.Counter(result.decision)
+    if result.accepted is None:
+        print(f"uncalibrated run: closed-set predictions only ({clf.calibration.meta['source']})")
+    else:
+        print(f"{len(result)} images: {int(result.accepted.sum())} accepted as known, "
+              f"{int((~result.accepted).sum())} rejected as unknown (score {result.score_name}, threshold "
+              f"{result.threshold:.4g}, calibrated to accept {100 * clf.calibration.target:g}% of knowns)")
+    print("  " + ", ".join(f"{name}: {n}" for name, n in sorted(counts.items())))
+    print(f"wrote {paths[0]} and {paths[1]}")
+    return 0
+
+
 def cmd_launch(args) -> int:
     from cac_jax.runs import launch
 
@@ -337,9 +421,9 @@ def cmd_launch(args) -> int:
 
 
 COMMANDS = {"train": cmd_train, "eval": cmd_eval, "sweep": cmd_sweep, "report": cmd_report, "plots": cmd_plots,
-            "import-torch": cmd_import_torch, "launch": cmd_launch}
+            "import-torch": cmd_import_torch, "launch": cmd_launch, "predict": cmd_predict}
 # The commands that compute: they get cac-jax's CPU settings and the compilation cache (runtime.configure).
-COMPUTING_COMMANDS = ("train", "eval", "sweep", "import-torch")
+COMPUTING_COMMANDS = ("train", "eval", "sweep", "import-torch", "predict")
 
 
 def join_job(args) -> None:

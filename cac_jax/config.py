@@ -23,6 +23,7 @@ import typing
 from typing import Any
 
 from cac_jax import storage
+from cac_jax.data import external
 
 # An objective (how the network is trained: cac, cac_learnt, ce) and the score its top-level results use;
 # ce_msp, ce_max_logit and ce_distance train the same network as ce (every score is computed for every run).
@@ -45,7 +46,7 @@ RECIPE_FIELDS = ("model", "batch_size", "learning_rates", "epochs", "lr_schedule
 HOST_FIELDS = ("workdir", "data_dir", "npz_path", "manual_dir", "progress", "distributed", "num_devices", "tensorboard")
 # What `eval --set` may change: where it runs, and the evaluation's own settings. Every other field says what the
 # network was trained on or how its results are labelled, and is refused.
-EVAL_FIELDS = HOST_FIELDS + ("eval_batch_size", "anchor_flip")
+EVAL_FIELDS = HOST_FIELDS + ("eval_batch_size", "anchor_flip", "target_acceptance", "calibration", "unknowns")
 # What may differ when a run resumes in its work directory: the data it reads must be the same data (the
 # checkpoints record its fingerprint), and `stages` may run the rest of a run one stage at a time.
 # What `eval --set` may change: the evaluation settings, and the dataset whose test sets the network is scored on,
@@ -99,6 +100,9 @@ class Config:
     checkpoint_every_steps: int = 0  # also within epochs, every this many steps (0: never)
     eval_batch_size: int = 512
     anchor_flip: bool | None = None  # add h-flipped copies when computing class means; None: dataset default
+    target_acceptance: float = 0.95  # the known-acceptance rate that the rejection threshold is calibrated to
+    calibration: str | None = None  # held-out known images to calibrate on (cac_jax.data.external); None: the val split
+    unknowns: tuple[str, ...] = ()  # NAME=SOURCE: unknowns from other datasets to score (cac_jax.data.external)
     num_devices: int | None = None  # None: all devices
     distributed: bool = False  # call jax.distributed.initialize() (multi-host)
     dtype: str = "float32"  # compute dtype of the network ("bfloat16" keeps float32 params and BN stats)
@@ -150,6 +154,8 @@ class Config:
         _check_range("momentum", self.momentum, low=0.0, high=1.0)
         _check_range("dropout", self.dropout, low=0.0, high=1.0)
         _check_range("eta_min_fraction", self.eta_min_fraction, low=0.0, high=1.0, high_open=False)
+        _check_range("target_acceptance", self.target_acceptance, low=0.0, high=1.0, low_open=True)
+        external.check_named(self.unknowns)
         if not 0 <= self.seed <= MAX_SEED:
             raise ValueError(f"seed must lie in 0..{MAX_SEED}, got {self.seed}")
         if not 0 <= self.trial < NUM_TRIALS:

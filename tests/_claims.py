@@ -243,6 +243,24 @@ SPEED_QUICK = "python -m benchmarks.train_step_speed --devices 1,2 --steps 1 --w
 LAUNCH_TEST = "tests/test_multihost.py::test_the_readme_launch_command"
 NOT_FROM_A_TEST = "the test suite itself: CI (.ci/run) runs it; a test running it would recurse"
 
+def _decisions(path, sets):
+    """README, "Using a trained network": a calibrated run, and every set of unknowns from another dataset scored."""
+    def check(work, output):
+        results = _results(path)(work, output)
+        assert results["calibration"]["status"] == "calibrated", results["calibration"]
+        assert set(results["unknown_sets"]) == set(sets), results["unknown_sets"].keys()
+        for name in sets:
+            assert (work / path / f"roc_unknowns_{name}.png").exists(), name
+        assert (work / path / "calibration.npz").exists() and (work / path / "confusion.png").exists()
+    return check
+
+
+DECIDE = "python decide.py"
+MNIST_UNKNOWNS = ("--unknowns fashion=../shared/data/fashion_mnist_test.npz --unknowns cifar10=data/cifar10.npz "
+                  "--unknowns noise=noise:gaussian")
+DECISIONS_MNIST = ("python -m benchmarks.decisions --dataset MNIST --npz ../shared/data/mnist.npz --trainval "
+                   "../shared/reference/cac-openset/MNIST/trainval_idxs.json")
+
 REGISTRY: dict[str, Claim] = {
     # ---- README.md
     "python3 -m venv .venv && . .venv/bin/activate && pip install -e '.[test]' && cac-jax train": Claim(
@@ -304,6 +322,29 @@ REGISTRY: dict[str, Claim] = {
     IMPORT: Claim(torch=True, why=SYNTHETIC + ": a network of the original's architecture saved as the released "
                   "files are (test_torch_import.py reads the real ones)",
                   expect=("runs/released/mnist0_cac/config.json",)),
+    "cac-jax eval --workdir runs/digits/trial0 --unknowns noise=noise:gaussian --unknowns flat=noise:uniform": Claim(
+        reuse=((TRAIN, DEFAULT, TRAIN),), says=("decisions at the calibrated threshold", "unknowns 'flat'"),
+        check=_decisions(TRAIN, ("noise", "flat"))),
+    "cac-jax eval --workdir runs/released/mnist0_cac --npz ../shared/data/mnist.npz " + MNIST_UNKNOWNS: Claim(
+        torch=True, reuse=(("runs/released/mnist0_cac", IMPORT, "runs/released/mnist0_cac"),),
+        inputs=("data/cifar10.npz",), why=SYNTHETIC, check=_decisions("runs/released/mnist0_cac",
+                                                                      ("fashion", "cifar10", "noise"))),
+    DECIDE: Claim(inputs=("decide.py",), reuse=((TRAIN, DEFAULT, TRAIN),), says=("p = ",),
+                  expect=("some_digits.npz",)),
+    "cac-jax predict --workdir runs/digits/trial0 some_digits.npz": Claim(
+        reuse=((TRAIN, DEFAULT, TRAIN), ("some_digits.npz", DECIDE, "some_digits.npz")),
+        says=("8 images:", "accepted as known"), expect=("predictions.csv", "predictions.json")),
+    DECISIONS_MNIST + " " + MNIST_UNKNOWNS: Claim(
+        run="+ --trials 0 --kinds cac", torch=True, inputs=("data/cifar10.npz",),
+        why="trial 0's CAC network, " + SYNTHETIC, says=("Unknowns from another dataset: fashion",),
+        expect=("benchmarks/results/decisions/MNIST/decisions.json", "benchmarks/results/decisions/MNIST/decisions.md")),
+    "python -m benchmarks.decisions --dataset CIFAR10 --npz data/cifar10.npz --trainval data/cifar10_trainval.json "
+    "--unknowns mnist=../shared/data/mnist.npz": Claim(
+        run="+ --trials 0 --kinds cac", torch=True, inputs=("data/cifar10.npz", "data/cifar10_trainval.json"),
+        why="trial 0's CAC network, " + SYNTHETIC, says=("Unknowns from another dataset: mnist",)),
+    DECISIONS_MNIST + " --unknowns fashion=../shared/data/fashion_mnist_test.npz --timing": Claim(
+        torch=True, why=SYNTHETIC, says=("pytorch_harness_s", "programs_compiled"),
+        expect=("benchmarks/results/decisions/MNIST/timing.json",)),
     "cac-jax eval --workdir runs/released/mnist0_cac --npz ../shared/data/mnist.npz": Claim(
         torch=True, reuse=(("runs/released/mnist0_cac", IMPORT, "runs/released/mnist0_cac"),),
         expect=("runs/released/mnist0_cac/scores.npz", "runs/released/mnist0_cac/roc.png"),

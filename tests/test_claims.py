@@ -14,6 +14,7 @@ one run.
 import dataclasses
 import glob
 import io
+import itertools
 import json
 import os
 import pathlib
@@ -136,6 +137,7 @@ def make_shared(shared):
     data.mkdir(parents=True)
     _keras(data / "mnist.npz", 600, 200, (28, 28))
     _jpeg_pack(data / "cifar10_jpeg.npz")
+    _keras(data / "fashion_mnist_test.npz", 0, 100, (28, 28), seed=3)
     real = SHARED / "data" / "expand_cifar10.py"
     if real.exists():
         shutil.copy(real, data / "expand_cifar10.py")
@@ -241,8 +243,10 @@ def _cifar10_trainval(work, stock, target):
         _trainval(f["y_train"], target)
 
 
-def _my_scores(work, stock, target):
-    target.write_text(_claims.readme()[1]["my_scores.py"])
+def _readme_file(name):
+    def write(work, stock, target):
+        target.write_text(_claims.readme()[1][name])
+    return write
 
 
 # What a work directory may be given first ({path in it: how to make it}); DATA_DIR and MANUAL_DIR are the
@@ -252,7 +256,8 @@ INPUTS = {
     "data/cifar10_trainval.json": _cifar10_trainval,
     "DATA_DIR": _link(_data_dir),
     "MANUAL_DIR": _link(_manual_dir),
-    "my_scores.py": _my_scores,
+    "my_scores.py": _readme_file("my_scores.py"),
+    "decide.py": _readme_file("decide.py"),
 }
 
 
@@ -283,7 +288,7 @@ def run_claim(tmp_path_factory):
     for name, args in (("cac-jax", " -m cac_jax"), ("python", ""), ("python3", "")):
         (bin_dir / name).write_text(f'#!/bin/sh\nexec "{sys.executable}"{args} "$@"\n')
         (bin_dir / name).chmod(0o755)
-    done = {}
+    done, count = {}, itertools.count()
 
     def run(command: str) -> Ran:
         from cac_jax.runs import launch
@@ -293,7 +298,7 @@ def run_claim(tmp_path_factory):
         key = repr((form, claim.inputs, claim.reuse, claim.remove, sorted(claim.env.items())))
         if key in done:
             return done[key]
-        work = base / f"c{len(done):02d}" / "work"
+        work = base / f"c{next(count):02d}" / "work"  # numbered before the commands it reuses run
         for folder in ("benchmarks", "tests"):
             (work / folder).mkdir(parents=True)
             for script in (ROOT / folder).iterdir():
@@ -305,7 +310,10 @@ def run_claim(tmp_path_factory):
         for dest, source, path in claim.reuse:
             before = run(source)
             assert before.returncode == REGISTRY[source].returncode, f"{source!r}, whose output this reuses, failed"
-            shutil.copytree(before.work / path, work / dest, symlinks=True)
+            if (before.work / path).is_dir():
+                shutil.copytree(before.work / path, work / dest, symlinks=True)
+            else:
+                shutil.copy2(before.work / path, work / dest)
         for pattern in claim.remove:
             for path in glob.glob(str(work / pattern)):
                 os.remove(path)

@@ -201,6 +201,22 @@ def test_knn_against_loops_with_ties_and_zero_distances(seed, k):
     assert (pred == np.argmax(z.astype(np.float32), axis=1)).all()
 
 
+@SETTINGS
+@given(seed=st.integers(0, 2**31), n=st.integers(1, 300), rows=st.integers(1, 300), scale=st.sampled_from([1, 1000]))
+def test_the_kth_neighbour_by_bisection_is_top_ks(seed, n, rows, scale):
+    """The selection kernel against lax.top_k, every k, query counts that do and do not fill its blocks. Integer
+    vectors keep the similarities exact whatever the order of summation; at scale 1 most of them tie, and zeros,
+    negatives and -0.0 occur."""
+    rng = np.random.default_rng(seed)
+    queries = np.round(rng.normal(size=(rows, 4)) * scale).astype(np.float32)
+    bank = np.round(rng.normal(size=(n, 4)) * scale).astype(np.float32) * np.float32(-1.0 if seed % 2 else 1.0)
+    k = int(rng.integers(1, n + 1))
+    got = np.asarray(knn.kth_largest_index(jnp.asarray(queries), jnp.asarray(bank), k))
+    similarities = queries @ bank.T
+    values, _ = jax.lax.top_k(jnp.asarray(similarities), k)
+    np.testing.assert_array_equal(similarities[np.arange(rows), got], np.asarray(values)[:, k - 1])
+
+
 def test_knn_default_k_is_50():
     assert scores.get("knn").k == 50
 

@@ -8,6 +8,8 @@ Importing this package is cheap: TFDS and JAX load only when a function needs th
 * :mod:`.registry`: per-dataset image size, augmentation, normalisation, train fraction.
 * :mod:`.augment`: ``train_augment`` / ``eval_preprocess``, jit-compiled and batched.
 * :mod:`.pipeline`: ``batch_indices`` for shuffled global batches, per-process slices.
+* :mod:`.external`: images from elsewhere (unknowns from other datasets, calibration sets, images to classify)
+  in a run's own format, by one stated conversion rule.
 """
 
 from cac_jax.data.loading import ArraySet, OpenSetData, load_open_set, with_normalisation

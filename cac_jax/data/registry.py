@@ -119,3 +119,18 @@ def get_spec(dataset: str) -> DatasetSpec:
     if dataset not in SPECS:
         raise ValueError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
     return SPECS[dataset]
+
+
+_DIGITS = tuple(str(d) for d in range(10))
+# The class names of the sources that give known classes, by class id (torchvision's and TFDS's order). Tiny
+# ImageNet's classes are WordNet ids, read with its archive; they are named by their id here.
+CLASS_NAMES = {"digits": _DIGITS, "mnist": _DIGITS, "svhn": _DIGITS,
+               "cifar10": ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")}
+
+
+def class_names(dataset: str, class_ids) -> list[str]:
+    """The names of ``class_ids`` of ``dataset``'s known-class source (``"class <id>"`` where it has none, or for
+    data of no registered dataset)."""
+    spec = SPECS.get(dataset)
+    names = CLASS_NAMES.get(spec.known_source) if spec else None
+    return [names[int(c)] if names else f"class {int(c)}" for c in class_ids]

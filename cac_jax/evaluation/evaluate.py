@@ -13,6 +13,15 @@ The method's own score (:func:`headline_score`: ``cac`` for the CAC objectives, 
 ``ce_msp``, ``max_logit`` for ``ce_max_logit``, ``distance`` for ``ce_distance``) gives the top-level
 metrics of ``results.json``; ``results["scores"]`` holds those of every score.
 
+Decisions (:mod:`cac_jax.core.decisions`): the held-out known images (the validation split, or
+``cfg.calibration``) go through the same program; their scores calibrate each score's threshold at
+``cfg.target_acceptance`` (split conformal), and ``results["scores"][name]["operating_point"]`` gives the
+K + 1-class figures there (known acceptance, unknown rejection, CCR, open-set accuracy, macro-F1, confusion).
+A run without held-out knowns is "uncalibrated". ``results["oracle"]`` holds the same figures at a threshold chosen
+on the test set (Youden's J), labelled as such. Sets of unknowns from other datasets (``cfg.unknowns``,
+:mod:`cac_jax.data.external`) get AUROC, FPR95, AUPR-out and the fraction rejected, per score, under
+``results["unknown_sets"]``.
+
 Metrics (:func:`open_set_metrics`, all from :mod:`cac_jax.core.metrics`, unknown = positive where it matters):
 ``accuracy`` (closed-set, known test set), ``auroc``, ``oscr``, ``open_auc``, ``fpr95`` (fraction of
 unknowns accepted at the threshold accepting 95% of knowns), ``aupr_in`` (knowns positive), ``aupr_out``.
@@ -28,9 +37,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cac_jax.core import cac_score, metrics
-from cac_jax.data import augment
 from cac_jax import storage
+from cac_jax.core import cac_score, decisions, metrics
+from cac_jax.data import augment, external, registry, splits
+from cac_jax.evaluation import calibration as calibration_lib
 from cac_jax.evaluation import scores as score_registry
 from cac_jax.runtime import interrupts
 from cac_jax.training import mesh as mesh_lib
@@ -60,7 +70,11 @@ class EvalOutputs:
     class_means: np.ndarray | None = None
     train_anchors: np.ndarray | None = None
     score: str | None = None  # the headline score that known_pred/known_scores/unknown_scores hold
-    scores: dict = dataclasses.field(default_factory=dict)  # name -> {"known_pred", "known_scores", "unknown_scores"}
+    # name -> {"known_pred", "known_scores", "unknown_pred", "unknown_scores", "calibration_scores"}
+    scores: dict = dataclasses.field(default_factory=dict)
+    external: dict = dataclasses.field(default_factory=dict)  # set name -> {score name: scores of its images}
+    class_names: tuple = ()  # of the labels 0..K-1
+    calibration: calibration_lib.Calibration | None = None  # not in scores.npz: calibration.npz holds it
 
 
 HEADLINE = {"cac": "cac", "cac_learnt": "cac", "ce": "msp", "ce_msp": "msp", "ce_max_logit": "max_logit",
@@ -176,9 +190,44 @@ def open_set_metrics(known_scores, unknown_scores, known_pred, known_labels) -> 
     }
 
 
-def compute_outputs(model, variables, data, cfg, mesh) -> tuple[EvalOutputs, dict]:
-    """(outputs, {score name: error}): logits and every applicable score's predictions and scores of the known
-    and unknown test sets, and the scores whose fit failed."""
+def native_shape(data) -> tuple[int, int, int]:
+    """(H, W, C) of the run's own images, into which other images are converted (:mod:`cac_jax.data.external`)."""
+    return tuple(int(d) for d in data.train.images.shape[1:])
+
+
+def class_ids(data) -> list[int]:
+    """The dataset's original class ids of the labels 0..K-1."""
+    mapping = splits.label_map(data.known, data.family)
+    return sorted(mapping, key=mapping.get)
+
+
+def calibration_images(data, cfg) -> tuple[np.ndarray | None, str]:
+    """(held-out known images or None, where they come from): ``cfg.calibration`` if set, else the validation split;
+    never training or test images (a given set sharing any with them is refused)."""
+    if cfg.calibration:
+        given = external.read(cfg.calibration, native_shape(data), data_dir=cfg.data_dir)
+        if given.labels is not None:
+            strangers = sorted(set(np.unique(given.labels).tolist()) - set(data.known))
+            if strangers:
+                raise ValueError(f"calibration={cfg.calibration}: labels {strangers[:10]} are not known classes "
+                                 f"{list(data.known)}; calibrate on held-out images of the known classes only")
+        for split in ("train", "val", "test_known", "test_unknown"):
+            shared = external.shared_images(given.images, getattr(data, split).images)
+            if shared:
+                raise ValueError(f"calibration={cfg.calibration}: {shared} of its {len(given)} images are also in "
+                                 f"the {split} split; calibrating on them would void the guarantee (and on test "
+                                 f"images, look at the answers). Give held-out known images")
+        return given.images, f"{cfg.calibration} ({len(given)} held-out known images)"
+    if len(data.val):
+        return data.val.images, f"the validation split ({len(data.val)} known images held out of training)"
+    return None, ("none: the run holds out no known images (holdout_val=false); give some with "
+                  "--set calibration=SOURCE")
+
+
+def compute_outputs(model, variables, data, cfg, mesh) -> tuple[EvalOutputs, dict, dict]:
+    """(outputs, {score name: error}, {set name: (source, image count)}): logits and every applicable score's predictions and scores of the known
+    and unknown test sets, the held-out knowns (calibration) and the sets of unknowns from other datasets, with
+    the calibration; the scores whose fit failed; the sets of unknowns read."""
     train = fit_set(model, variables, data, mesh=mesh, flip=anchor_flip(cfg, data.dataset),
                     batch_size=cfg.eval_batch_size)
     headline = headline_score(cfg.method)
@@ -193,32 +242,100 @@ def compute_outputs(model, variables, data, cfg, mesh) -> tuple[EvalOutputs, dic
     chosen = tuple(s for s in score_registry.applicable() if s.name in fitted)
     kw = dict(mesh=mesh, image_size=data.image_size, mean=data.mean, std=data.std, batch_size=cfg.eval_batch_size,
               score_set=chosen, fitted=mesh_lib.replicate(mesh, fitted))
+    # Read every image set before the first pass: a bad source fails before minutes of work.
+    held_out, source = calibration_images(data, cfg)
+    others = {name: external.read(src, native_shape(data), data_dir=cfg.data_dir)
+              for name, src in external.check_named(cfg.unknowns)}
     known_logits, known = forward(model, variables, data.test_known.images, **kw)
     unknown_logits, unknown = forward(model, variables, data.test_unknown.images, **kw)
+    held = forward(model, variables, held_out, **kw)[1] if held_out is not None else None
+    outside = {name: forward(model, variables, s.images, **kw)[1] for name, s in others.items()}
     per_score = {name: {"known_pred": np.asarray(known[name][0]),
                         "known_scores": np.asarray(known[name][1], np.float64),
+                        "unknown_pred": np.asarray(unknown[name][0]),
                         "unknown_scores": np.asarray(unknown[name][1], np.float64)} for name in known}
+    if held is not None:
+        for name in per_score:
+            per_score[name]["calibration_scores"] = np.asarray(held[name][1], np.float64)
     top = per_score[headline]
+    ids = class_ids(data)
+    cal = calibration_lib.Calibration(
+        fitted={name: fitted[name] for name in known},
+        scores={name: np.sort(v["calibration_scores"]) for name, v in per_score.items() if "calibration_scores" in v},
+        meta={"target": float(cfg.target_acceptance), "source": source, "n": 0 if held_out is None else len(held_out),
+              "score": headline, "dataset": data.dataset, "trial": data.trial, "family": data.family,
+              "num_classes": data.num_classes, "class_ids": ids, "class_names": registry.class_names(data.dataset, ids),
+              "native_shape": list(native_shape(data)), "image_size": data.image_size,
+              "mean": list(data.mean), "std": list(data.std)})
     out = EvalOutputs(method=cfg.method, known_logits=known_logits, unknown_logits=unknown_logits,
                       known_labels=np.asarray(data.test_known.labels), known_pred=top["known_pred"],
                       known_scores=top["known_scores"], unknown_scores=top["unknown_scores"],
                       class_means=train.class_means,
-                      train_anchors=training_anchors(variables), score=headline, scores=per_score)
-    return out, errors
+                      train_anchors=training_anchors(variables), score=headline, scores=per_score,
+                      external={name: {score: np.asarray(v[1], np.float64) for score, v in o.items()}
+                                for name, o in outside.items()},
+                      class_names=tuple(cal.meta["class_names"]), calibration=cal)
+    return out, errors, {name: (s.source, len(s)) for name, s in others.items()}
+
+
+def decision_metrics(out: EvalOutputs, num_classes: int) -> tuple[dict, dict]:
+    """({score: operating point at the calibrated threshold}, {score: the same at the oracle threshold}); the first
+    is empty when the run is uncalibrated."""
+    calibrated, oracle = {}, {}
+    for name, v in out.scores.items():
+        def at(t):
+            return {"threshold": t if np.isfinite(t) else "inf",
+                    **decisions.operating_point(out.known_labels, v["known_pred"], v["known_scores"] <= t,
+                                                v["unknown_pred"], v["unknown_scores"] <= t, num_classes)}
+
+        try:
+            if out.calibration is not None and out.calibration.calibrated:
+                calibrated[name] = {"target": out.calibration.target, **at(out.calibration.threshold(name))}
+            oracle[name] = at(decisions.youden_threshold(v["known_scores"], v["unknown_scores"]))
+        except ValueError as e:  # a score with non-finite values on some images
+            calibrated[name] = oracle[name] = {"error": str(e)}
+    return calibrated, oracle
+
+
+def unknown_set_metrics(out: EvalOutputs, sources: dict) -> dict:
+    """{set: {"source", "n", "scores": {score: AUROC, FPR95, AUPR-out against the test knowns, and the fraction
+    rejected at the calibrated threshold (None when uncalibrated)}}}."""
+    result = {}
+    for name, per_score in out.external.items():
+        rows = {}
+        for score, values in per_score.items():
+            known = out.scores[score]["known_scores"]
+            t = out.calibration.threshold(score) if out.calibration is not None else None
+            rows[score] = {"auroc": metrics.auroc(known, values), "fpr95": metrics.fpr_at_tpr(known, values, tpr=0.95),
+                           "aupr_out": metrics.aupr_out(known, values),
+                           "rejected": None if t is None else float(np.mean(values > t))}
+        source, n = sources[name]
+        result[name] = {"source": source, "n": n, "conversion": "cac_jax.data.external (README: Using a trained "
+                        "network)", "scores": rows}
+    return result
 
 
 def evaluate(model, variables, data, cfg, mesh) -> tuple[dict, EvalOutputs]:
-    """(results, outputs): the headline score's metrics (:data:`METRIC_KEYS`), every score's under ``scores``,
-    test-set sizes and timing, and the per-sample outputs they were computed from."""
+    """(results, outputs): the headline score's metrics (:data:`METRIC_KEYS`), every score's under ``scores`` (each
+    with its calibrated ``operating_point``), the calibration, the oracle block, the sets of unknowns from other
+    datasets, test-set sizes and timing, and the per-sample outputs they were computed from."""
     t0 = time.perf_counter()
-    out, errors = compute_outputs(model, variables, data, cfg, mesh)
+    out, errors, sources = compute_outputs(model, variables, data, cfg, mesh)
     results = open_set_metrics(out.known_scores, out.unknown_scores, out.known_pred, out.known_labels)
     per_score = {name: open_set_metrics(v["known_scores"], v["unknown_scores"], v["known_pred"], out.known_labels)
                  for name, v in out.scores.items()}
+    calibrated, oracle = decision_metrics(out, data.num_classes)
+    for name, point in calibrated.items():
+        per_score[name]["operating_point"] = point
     per_score.update({name: {"error": message} for name, message in errors.items()})
-    results.update(score=out.score, scores=per_score, num_known_test=int(len(out.known_logits)),
-                   num_unknown_test=int(len(out.unknown_logits)), anchor_flip=bool(anchor_flip(cfg, data.dataset)),
-                   eval_seconds=round(time.perf_counter() - t0, 3))
+    results.update(score=out.score, scores=per_score, calibration=calibration_lib.summary(out.calibration),
+                   operating_point=calibrated.get(out.score), class_names=list(out.class_names),
+                   oracle={"note": "at the threshold that maximises Youden's J on the test set itself: it looks at "
+                                   "the test unknowns, so these are upper bounds to compare with, not results",
+                           "scores": oracle},
+                   unknown_sets=unknown_set_metrics(out, sources),
+                   num_known_test=int(len(out.known_logits)), num_unknown_test=int(len(out.unknown_logits)),
+                   anchor_flip=bool(anchor_flip(cfg, data.dataset)), eval_seconds=round(time.perf_counter() - t0, 3))
     return results, out
 
 
@@ -227,12 +344,17 @@ def _score_key(name: str, field: str) -> str:
 
 
 def save_outputs(path: str, out: EvalOutputs) -> None:
-    """Write ``out`` as a compressed .npz (absent optional arrays are left out; every score's arrays as
-    ``score__<name>__<known_pred|known_scores|unknown_scores>``)."""
-    arrays = {f.name: getattr(out, f.name) for f in dataclasses.fields(out) if f.name != "scores"}
+    """Write ``out`` (but its calibration) as a compressed .npz (absent optional arrays are left out; every score's
+    arrays as ``score__<name>__<field>``, the sets of unknowns from other datasets' as ``external__<set>__<score>``)."""
+    skip = ("scores", "external", "calibration", "class_names")
+    arrays = {f.name: getattr(out, f.name) for f in dataclasses.fields(out) if f.name not in skip}
     arrays = {k: np.asarray(v) for k, v in arrays.items() if v is not None}
     for name, fields in out.scores.items():
         arrays.update({_score_key(name, k): np.asarray(v) for k, v in fields.items()})
+    for name, per_score in out.external.items():
+        arrays.update({f"external__{name}__{score}": np.asarray(v) for score, v in per_score.items()})
+    if out.class_names:
+        arrays["class_names"] = np.asarray(out.class_names)
     with storage.atomic_open(path, "wb") as f:
         np.savez_compressed(f, **arrays)
 
@@ -244,12 +366,14 @@ def load_outputs(path: str) -> EvalOutputs:
         with np.load(path) as f:
             arrays = {k: f[k] for k in f.files}
         per_score: dict = {}
-        for key in [k for k in arrays if k.startswith("score__")]:
-            _, name, field = key.split("__")
-            per_score.setdefault(name, {})[field] = arrays.pop(key)
+        external: dict = {}
+        for key in [k for k in arrays if k.startswith(("score__", "external__"))]:
+            kind, name, field = key.split("__")
+            (per_score if kind == "score" else external).setdefault(name, {})[field] = arrays.pop(key)
         arrays["method"] = str(arrays["method"])
         arrays["score"] = str(arrays["score"]) if "score" in arrays else HEADLINE.get(arrays["method"])
-        return EvalOutputs(**arrays, scores=per_score)
+        arrays["class_names"] = tuple(str(c) for c in arrays.get("class_names", ()))
+        return EvalOutputs(**arrays, scores=per_score, external=external)
     except FileNotFoundError:
         raise FileNotFoundError(f"no saved test scores at {path}: evaluate the run first (cac-jax eval)") from None
     except Exception as e:  # noqa: BLE001  (zipfile, zlib, pickle and key errors of a file cut short or overwritten)

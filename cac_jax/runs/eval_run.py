@@ -73,7 +73,7 @@ def evaluate_run_dir(workdir: str | None = None, *, checkpoint: str | None = Non
                 ctx = train.make_context(cfg, data, timings=timings, fingerprints=fingerprints)
                 results, outputs = run_lib.evaluate_run(ctx, stage=stage, kind=kind)
             with timings.section("outputs"):
-                run_lib.write_scores_and_plots(out_dir, outputs)
+                run_lib.write_scores_and_plots(out_dir, outputs, results)
             results["workdir"] = os.path.abspath(out_dir)
             results["timings"] = timings.as_dict(time.perf_counter() - t0)
             results["total_seconds"] = results["timings"]["total"]

@@ -3,7 +3,9 @@
 Per run, in the work directory: ``roc.png`` (known vs unknown ROC, unknown = positive), ``score_hist.png``
 (histograms of the open-set score of knowns and unknowns), ``logit_pca.png`` (test logits projected on
 their first two principal components, with the test-time class means and the training anchors marked) and
-``training_curves.png`` (training loss and its terms, train/val accuracy, the val selection loss).
+``training_curves.png`` (training loss and its terms, train/val accuracy, the val selection loss); for a calibrated
+run ``confusion.png`` (the K + 1-class confusion matrix of the method's own score at the calibrated threshold, with
+the dataset's class names); per set of unknowns from another dataset, ``roc_unknowns_<set>.png`` (every score).
 Per sweep: ``roc.png`` with one curve per trial.
 
 Matplotlib is imported only here, and only through its object API (``Figure`` on the Agg canvas):
@@ -190,9 +192,29 @@ def plot_training_curves(path: str, records: list[dict]) -> str:
     return _save(fig, path)
 
 
-def write_run_plots(workdir: str, out) -> list[str]:
-    """The four plots of one run (ROC curves of every score; the histogram of the method's own; training
-    curves only when ``metrics.jsonl`` exists); returns their paths."""
+def plot_confusion(path: str, matrix, names: list[str], title: str) -> str:
+    """A (K + 1) x (K + 1) confusion matrix, rows = true class, as counts with each row's share as the colour."""
+    m = np.asarray(matrix, np.float64)
+    shares = m / np.maximum(m.sum(axis=1, keepdims=True), 1)
+    side = max(4.0, 0.45 * len(names) + 2.0)
+    fig = _figure(side + 1.0, side)
+    ax = fig.add_subplot()
+    image = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(len(names)), names, fontsize=8)
+    if len(names) <= 21:
+        for (i, j), count in np.ndenumerate(m.astype(np.int64)):
+            ax.text(j, i, str(count), ha="center", va="center", fontsize=7,
+                    color="white" if shares[i, j] > 0.5 else "black")
+    ax.set(xlabel="decision", ylabel="true class", title=title)
+    fig.colorbar(image, ax=ax, fraction=0.046, label="share of the row")
+    return _save(fig, path)
+
+
+def write_run_plots(workdir: str, out, results: dict | None = None) -> list[str]:
+    """The plots of one run (ROC curves of every score; the histogram of the method's own; training curves only
+    when ``metrics.jsonl`` exists; with ``results``, the confusion matrix at the calibrated threshold; an ROC plot
+    per set of unknowns from another dataset); returns their paths."""
     own = out.score or out.method
     curves = [(f"{own} (the method's own)", out.known_scores, out.unknown_scores)]
     curves += [(name, v["known_scores"], v["unknown_scores"]) for name, v in out.scores.items() if name != own]
@@ -204,4 +226,15 @@ def write_run_plots(workdir: str, out) -> list[str]:
     log = os.path.join(workdir, "metrics.jsonl")
     if os.path.exists(log):
         written.append(plot_training_curves(os.path.join(workdir, "training_curves.png"), read_metrics(log)))
+    point = (results or {}).get("operating_point")
+    if point and "confusion" in point:
+        names = list(results.get("class_names") or range(len(point["confusion"]) - 1)) + ["unknown"]
+        written.append(plot_confusion(
+            os.path.join(workdir, "confusion.png"), point["confusion"], [str(n) for n in names],
+            f"{own} at the calibrated threshold (target {100 * point['target']:.0f}% of knowns accepted)"))
+    for name, per_score in out.external.items():
+        sets = [(score, out.scores[score]["known_scores"], values) for score, values in per_score.items()
+                if score in out.scores]
+        written.append(plot_roc(os.path.join(workdir, f"roc_unknowns_{name}.png"), sets,
+                                title=f"test knowns against unknowns '{name}' (unknown = positive)"))
     return written

@@ -33,7 +33,7 @@ from cac_jax import config as config_lib
 from cac_jax import storage
 from cac_jax.evaluation.evaluate import HEADLINE
 from cac_jax.runs import paper_results
-from cac_jax.runs.sweep import format_pm, summarize
+from cac_jax.runs.sweep import format_pm, summarize, summarize_unknown_sets, trial_decisions
 
 PAPER_TRIALS = 5
 
@@ -94,7 +94,7 @@ def load_sweep(path: str) -> dict:
     scores = {name: dict(zip(("mean", "std"), summarize([m], keys))) for name, m in valid.items()}
     return {"experiment": c["experiment"], "dataset": c["dataset"], "method": c["method"], "trials": [c["trial"]],
             "per_trial": per_trial, "mean": mean, "std": std, "config": c, "scores": scores,
-            "score": results.get("score")}
+            "score": results.get("score"), "unknown_sets": summarize_unknown_sets([trial_decisions(results)])}
 
 
 def find_sweeps(paths: Sequence[str]) -> list[str]:
@@ -195,6 +195,26 @@ def report_rows(sweep: dict) -> list[str]:
     return rows
 
 
+def unknown_sets_table(sweeps: Sequence[dict]) -> list[str]:
+    """One row per sweep, set of unknowns from another dataset and score (the method's own first); none without."""
+    rows = []
+    for sweep in sweeps:
+        own = sweep.get("score") or HEADLINE.get(sweep["method"], sweep["method"])
+        note = "; ".join(notes(sweep["config"], len(sweep["per_trial"]), sweep["per_trial"])) or "—"
+        for set_name, per_score in (sweep.get("unknown_sets") or {}).items():
+            for score in sorted(per_score, key=lambda name: name != own):
+                stats = per_score[score]
+                cells = [sweep.get("dataset") or sweep["experiment"], sweep.get("objective") or sweep["method"],
+                         set_name, score, str(len(sweep["per_trial"])), _metric(stats, "auroc"),
+                         _metric(stats, "fpr95"), _metric(stats, "rejected"), note]
+                rows.append("| " + " | ".join(cells) + " |")
+    if not rows:
+        return []
+    head = ("| benchmark | objective | unknowns from | score | trials | AUROC | FPR95 | rejected at the calibrated "
+            "threshold | notes |")
+    return ["### unknowns from other datasets", "", head, "|" + " --- |" * (head.count("|") - 1), *rows, ""]
+
+
 HEADER = ("| benchmark | objective | score | trials | accuracy | AUROC | OSCR | FPR95 | published AUROC (same splits, "
           "recipe, objective, score) | Δ AUROC | notes |")
 
@@ -208,6 +228,7 @@ def report(paths: Sequence[str]) -> str:
         lines += [f"### splits {family}, recipe {recipe}", "", HEADER, "|" + " --- |" * (HEADER.count("|") - 1)]
         lines += [row for s in sweeps if group(s) == (family, recipe) for row in report_rows(s)]
         lines.append("")
+    lines += unknown_sets_table(sweeps)
     lines += ["Ours: mean ± sample std (ddof=1) over trials, in %. Published: AUROC (%) under the same split family and "
               "recipe only -- CAC, Miller et al. WACV 2021 Table 1, as quoted in Table 1 of the NeurIPS-2022 "
               "submission \"Reaching Nirvana\"; softmax baseline from Neal et al. ECCV 2018; MLS, Vaze et al. ICLR "

@@ -19,7 +19,6 @@ import contextlib
 import importlib
 import importlib.util
 import os
-import shutil
 import time
 
 import cac_jax
@@ -27,7 +26,7 @@ from cac_jax import config as config_lib
 from cac_jax import storage
 from cac_jax.config import Config, save_config
 from cac_jax.data import loading
-from cac_jax.evaluation import evaluate
+from cac_jax.evaluation import calibration, evaluate
 from cac_jax.runs.errors import WorkdirError
 from cac_jax.runtime import distributed, runtime_info, timing
 from cac_jax.training import checkpoints
@@ -97,14 +96,7 @@ def write_results(workdir: str, results: dict) -> str:
     path = os.path.join(workdir, RESULTS_FILE)
     if not distributed.is_primary():
         return path
-    if os.path.exists(path):
-        n = 1
-        while os.path.exists(os.path.join(workdir, f"results.{n}.json")):
-            n += 1
-        try:
-            shutil.copy2(path, os.path.join(workdir, f"results.{n}.json"))
-        except OSError as e:
-            raise storage.StorageError(storage.describe_os_error(e, os.path.join(workdir, f"results.{n}.json"))) from None
+    storage.keep_previous(path)
     return storage.write_json(path, results)
 
 
@@ -152,18 +144,23 @@ def evaluate_run(ctx: train.Context, *, stage: int | None = None, kind: str = "b
     variables, meta = train.checkpoint_variables(ctx, stage, kind)
     check_trained_config(ctx, meta, os.path.join(checkpoints.StageCheckpoints(ctx.cfg.resolved_workdir, stage).root, kind))
     results, outputs = evaluate.evaluate(ctx.model, variables, ctx.data, ctx.cfg, ctx.mesh)
+    # The calibration is of this network: predict refuses it for another checkpoint.
+    outputs.calibration.meta.update(checkpoint={"stage": stage, "kind": kind, "step": meta.get("step"),
+                                                "digest": meta.get("digests", {}).get("state")},
+                                    training_data_fingerprint=ctx.training_fingerprint)
     results.update(stage=stage, checkpoint=kind, config=ctx.cfg.to_dict(), num_devices=int(ctx.mesh.devices.size),
                    runtime=runtime_info(), provenance=provenance(ctx, stage, kind, meta))
     return results, outputs
 
 
-def write_scores_and_plots(workdir: str, outputs) -> None:
-    """The per-sample test outputs (scores.npz) and the run's plots."""
+def write_scores_and_plots(workdir: str, outputs, results: dict) -> None:
+    """The per-sample test outputs (scores.npz), the calibration (calibration.npz) and the run's plots."""
     if distributed.is_primary():
         evaluate.save_outputs(os.path.join(workdir, evaluate.SCORES_FILE), outputs)
+        calibration.save(os.path.join(workdir, calibration.FILE), outputs.calibration)
         from cac_jax.runs import plots  # matplotlib only once training is over
 
-        plots.write_run_plots(workdir, outputs)
+        plots.write_run_plots(workdir, outputs, results)
 
 
 def hold(*workdirs: str) -> contextlib.ExitStack:
@@ -205,7 +202,7 @@ def run(cfg: Config, data=None, *, max_steps: int | None = None) -> dict | None:
             with timings.section("evaluate"):
                 results, outputs = evaluate_run(ctx)
             with timings.section("outputs"):
-                write_scores_and_plots(workdir, outputs)
+                write_scores_and_plots(workdir, outputs, results)
             results["workdir"] = os.path.abspath(workdir)
             results["timings"] = timings.as_dict(time.perf_counter() - t0)
             results["total_seconds"] = results["timings"]["total"]

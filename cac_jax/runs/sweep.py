@@ -68,6 +68,50 @@ def summarize_scores(per_trial: Sequence[dict]) -> dict:
     return out
 
 
+DECISION_KEYS = ("known_acceptance", "unknown_rejection", "ccr", "open_set_accuracy", "macro_f1")
+UNKNOWN_SET_KEYS = ("auroc", "fpr95", "aupr_out", "rejected")
+
+
+def _summarize_present(rows: Sequence[dict], keys: Sequence[str]) -> dict:
+    """{"mean", "std"} of the keys that hold a number in every row (a fraction rejected is None when uncalibrated)."""
+    present = [k for k in keys if all(isinstance(r.get(k), (int, float)) for r in rows)]
+    mean, std = summarize(rows, present)
+    return {"mean": mean, "std": std}
+
+
+def summarize_decisions(per_trial: Sequence[dict]) -> dict:
+    """{score: {"mean", "std"}} of the figures at the calibrated threshold (:data:`DECISION_KEYS`), for the scores
+    that every trial has calibrated."""
+    points = [r.get("operating_points") or {} for r in per_trial]
+    common = set.intersection(*(set(p) for p in points)) if points else set()
+    return {name: _summarize_present([p[name] for p in points], DECISION_KEYS)
+            for name in (points[0] if points else {}) if name in common}
+
+
+def summarize_unknown_sets(per_trial: Sequence[dict]) -> dict:
+    """{set: {score: {"mean", "std"}}} of AUROC, FPR95, AUPR-out and the fraction rejected against each set of
+    unknowns from another dataset that every trial scored."""
+    sets = [r.get("unknown_sets") or {} for r in per_trial]
+    common = set.intersection(*(set(s) for s in sets)) if sets else set()
+    out = {}
+    for name in (sets[0] if sets else {}):
+        if name in common:
+            scores = set.intersection(*(set(s[name]) for s in sets))
+            out[name] = {score: _summarize_present([s[name][score] for s in sets], UNKNOWN_SET_KEYS)
+                         for score in sets[0][name] if score in scores}
+    return out
+
+
+def trial_decisions(results: dict) -> dict:
+    """What a sweep keeps of one run's decisions: every score's figures at the calibrated threshold (without the
+    confusion matrix), and per set of unknowns from another dataset, per score, its four figures."""
+    points = {name: {k: m["operating_point"][k] for k in DECISION_KEYS}
+              for name, m in results.get("scores", {}).items() if "error" not in m.get("operating_point", {"error": 1})}
+    sets = {name: {score: dict(m) for score, m in entry["scores"].items()}
+            for name, entry in (results.get("unknown_sets") or {}).items()}
+    return {"operating_points": points, "unknown_sets": sets}
+
+
 def _reusable_results(cfg: Config, data_fingerprint: Callable[[Config], str], log: Callable[[str], None]) -> dict | None:
     """The trial's final results on its data now, or None when it has none (it is then trained or evaluated); a
     ValueError when they come from a different config (another sweep in the same directory)."""
@@ -148,14 +192,15 @@ def _run_sweep(base, trials, workdir, *, load_data, parallel, log, imports) -> d
         log(f"{base.method} trial {k}: " + "  ".join(f"{METRIC_NAMES[m]} {results[m]:.4f}" for m in METRIC_KEYS))
         valid = {name: m for name, m in results.get("scores", {}).items() if "error" not in m}
         prov = results["provenance"]
-        per_trial.append({"trial": k, **{m: results[m] for m in METRIC_KEYS}, "scores": valid,
+        per_trial.append({"trial": k, **{m: results[m] for m in METRIC_KEYS}, "scores": valid, **trial_decisions(results),
                           "workdir": os.path.abspath(cfgs[k].resolved_workdir), "status": prov["status"],
                           "data_fingerprint": prov["data_fingerprint"]})
     mean, std = summarize(per_trial)
     sweep = {"experiment": base.experiment, "dataset": base.dataset, "method": base.method,
              "objective": base.objective, "score": headline_score(base.method), "trials": list(trials),
              "per_trial": per_trial, "mean": mean, "std": std, "std_ddof": STD_DDOF,
-             "scores": summarize_scores(per_trial), "config": base.replace(workdir=None).to_dict()}
+             "scores": summarize_scores(per_trial), "operating_points": summarize_decisions(per_trial),
+             "unknown_sets": summarize_unknown_sets(per_trial), "config": base.replace(workdir=None).to_dict()}
     if distributed.is_primary():
         write_sweep(workdir, sweep)
     return sweep
@@ -180,9 +225,31 @@ def sweep_markdown(sweep: dict) -> str:
             mark = " (the method's own)" if name == sweep.get("score") else ""
             lines.append(f"| {name}{mark} | " + " | ".join(format_pm(s["mean"][m], s["std"][m]) for m in METRIC_KEYS)
                          + " |")
+    if sweep.get("operating_points"):
+        target = sweep.get("config", {}).get("target_acceptance", 0.95)
+        lines += ["", f"Decisions at the threshold calibrated on held-out knowns to accept {100 * target:g}% of them "
+                      f"(K + 1 classes; mean ± std):", "",
+                  "| score | " + " | ".join(DECISION_NAMES.values()) + " |", "|" + " --- |" * (len(DECISION_NAMES) + 1)]
+        for name, s in sweep["operating_points"].items():
+            lines.append(f"| {name} | " + " | ".join(_pm(s, k) for k in DECISION_NAMES) + " |")
+    for set_name, per_score in (sweep.get("unknown_sets") or {}).items():
+        lines += ["", f"Unknowns from another dataset, '{set_name}', against the test knowns (mean ± std):", "",
+                  "| score | " + " | ".join(UNKNOWN_SET_NAMES.values()) + " |", "|" + " --- |" * (len(UNKNOWN_SET_NAMES) + 1)]
+        for name, s in per_score.items():
+            lines.append(f"| {name} | " + " | ".join(_pm(s, k) for k in UNKNOWN_SET_NAMES) + " |")
     lines += ["", f"Metrics in %; ± is the sample standard deviation over trials (ddof={sweep.get('std_ddof', STD_DDOF)})."
               " FPR95: lower is better."]
     return "\n".join(lines) + "\n"
+
+
+DECISION_NAMES = {"known_acceptance": "known accepted", "unknown_rejection": "unknown rejected", "ccr": "CCR",
+                  "open_set_accuracy": "open-set accuracy", "macro_f1": "macro-F1 (K + 1)"}
+UNKNOWN_SET_NAMES = {"auroc": "AUROC", "fpr95": "FPR95", "aupr_out": "AUPR-out",
+                     "rejected": "rejected at the calibrated threshold"}
+
+
+def _pm(stats: dict, key: str) -> str:
+    return format_pm(stats["mean"][key], stats["std"][key]) if key in stats["mean"] else "—"
 
 
 def format_pm(mean: float, std: float | None) -> str:

@@ -12,10 +12,10 @@ Imports nothing of cac-jax but itself.
 """
 
 from cac_jax.storage.files import (CacJaxWarning, DamagedFile, StorageError, atomic_open, describe_os_error,
-                                   make_dirs, read_json, read_jsonl, remove_if_exists, repair_jsonl_tail, set_aside,
+                                   keep_previous, make_dirs, read_json, read_jsonl, remove_if_exists, repair_jsonl_tail, set_aside,
                                    warn, write_json, write_text)
 from cac_jax.storage.locks import WorkdirBusy, command_line, file_lock, workdir_lock
 
 __all__ = ["CacJaxWarning", "DamagedFile", "StorageError", "WorkdirBusy", "atomic_open", "command_line", "describe_os_error",
-           "file_lock", "make_dirs", "read_json", "read_jsonl", "remove_if_exists", "repair_jsonl_tail", "set_aside",
+           "file_lock", "keep_previous", "make_dirs", "read_json", "read_jsonl", "remove_if_exists", "repair_jsonl_tail", "set_aside",
            "warn", "workdir_lock", "write_json", "write_text"]

@@ -14,6 +14,7 @@ import contextlib
 import errno
 import json
 import os
+import shutil
 import tempfile
 import warnings
 
@@ -198,3 +199,25 @@ def set_aside(path: str, label: str = "damaged") -> str:
     except OSError as e:
         raise storage_error(e, target) from None
     return target
+
+
+def keep_previous(*paths: str) -> None:
+    """Copy the existing ones of ``paths`` (files written together, e.g. ``p.csv`` and ``p.json``) to
+    ``<stem>.<n><suffix>``, with the first n free for all of them, before they are written again: nothing a user
+    saved is overwritten."""
+    present = [p for p in paths if os.path.exists(p)]
+    if not present:
+        return
+
+    def numbered(path, n):
+        stem, suffix = os.path.splitext(path)
+        return f"{stem}.{n}{suffix}"
+
+    n = 1
+    while any(os.path.exists(numbered(p, n)) for p in paths):
+        n += 1
+    for path in present:
+        try:
+            shutil.copy2(path, numbered(path, n))
+        except OSError as e:
+            raise storage_error(e, numbered(path, n)) from None

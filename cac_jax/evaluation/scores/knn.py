@@ -7,6 +7,11 @@ the same training images as the class means, flipped copies included where those
 found by the largest u·u_i; the k-th distance is then computed from the difference itself, not as
 sqrt(2 − 2·u·u_(k)), which would lose half the digits of a close neighbour's distance. A bank smaller
 than k uses its farthest member (k = n).
+
+Speed: only the k-th neighbour is needed, and ``lax.top_k`` is the wrong tool on a CPU: XLA lowers it there to a
+full sort of every row (3.1 s for 512 queries against a bank of 29,294 on 2 cores, where the matrix product takes
+45 ms). :func:`kth_largest_index` finds the k-th largest similarity exactly by bisection on its float bits (32
+counting passes, on blocks of queries small enough to stay in cache): 0.28 s, the same neighbour.
 """
 
 from __future__ import annotations
@@ -20,6 +25,37 @@ import numpy as np
 from cac_jax.evaluation.scores import FitSet, Score, register
 
 EPS = 1e-10
+QUERY_BLOCK = 128  # queries whose similarities (128 x bank rows, float32) are counted together, in cache
+
+
+def _sortable(x):
+    """uint32 keys in the order of the float32 values (IEEE 754: flip every bit of a negative, the sign of the rest)."""
+    bits = jax.lax.bitcast_convert_type(x, jnp.uint32)
+    return jnp.where(bits >> 31 == 1, ~bits, bits | jnp.uint32(0x80000000))
+
+
+def _kth_largest_index(similarities, k: int):
+    key = _sortable(similarities)
+
+    def halve(_, bounds):  # invariant: at least k keys of the row are >= lo; the k-th largest key is <= hi
+        lo, hi = bounds
+        mid = lo + ((hi - lo) >> 1) + (hi > lo).astype(jnp.uint32)
+        enough = jnp.sum(key >= mid[:, None], axis=-1) >= k
+        return jnp.where(enough, mid, lo), jnp.where(enough, hi, mid - 1)
+
+    rows = similarities.shape[0]
+    lo, _ = jax.lax.fori_loop(0, 32, halve, (jnp.zeros(rows, jnp.uint32), jnp.full(rows, 0xFFFFFFFF, jnp.uint32)))
+    return jnp.argmax(key == lo[:, None], axis=-1)  # the first entry holding the k-th largest value
+
+
+def kth_largest_index(queries, bank, k: int):
+    """Per query row, the index of the bank row with the k-th largest dot product (1 <= k <= len(bank); among
+    equal values the first). Exact, as ``lax.top_k(queries @ bank.T, k)[1][:, k - 1]`` up to ties."""
+    n = queries.shape[0]
+    block = min(QUERY_BLOCK, n)
+    padded = -(-n // block) * block
+    q = jnp.pad(queries, ((0, padded - n), (0, 0))).reshape(padded // block, block, queries.shape[-1])
+    return jax.lax.map(lambda b: _kth_largest_index(b @ bank.T, k), q).reshape(padded)[:n]
 
 
 def normalise(x):
@@ -43,6 +79,5 @@ class KNN(Score):
         bank = fitted["bank"]
         u = normalise(jnp.asarray(features, jnp.float32))
         k = min(self.k, bank.shape[0])
-        _, nearest = jax.lax.top_k(u @ bank.T, k)
-        kth = bank[nearest[:, k - 1]]
+        kth = bank[kth_largest_index(u, bank, k)]
         return jnp.argmax(logits, axis=-1), jnp.linalg.norm(u - kth, axis=-1)
