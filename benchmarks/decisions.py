@@ -115,10 +115,13 @@ def markdown(table: dict) -> str:
         for name in rows[0]["unknown_sets"]:
             lines += ["", f"Unknowns from another dataset: {name} (AUROC against the test knowns; rejected at the "
                           f"calibrated threshold), mean ± std over the trials:", "",
-                      "| score | AUROC | rejected |", "| --- | --- | --- |"]
+                      "| score | AUROC, per trial | mean ± std | rejected, per trial | mean ± std |",
+                      "| --- | --- | --- | --- | --- |"]
             for score, _ in rows[0]["unknown_sets"][name].items():
                 per = [r["unknown_sets"][name][score] for r in rows]
-                lines.append(f"| {score} | {_pm([p['auroc'] for p in per])} | {_pm([p['rejected'] for p in per])} |")
+                lines.append(f"| {score} | " + " | ".join(
+                    f"{' / '.join(f'{100 * p[k]:.1f}' for p in per)} | {_pm([p[k] for p in per])}"
+                    for k in ("auroc", "rejected")) + " |")
         lines.append("")
     return "\n".join(lines)
 

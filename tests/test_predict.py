@@ -207,3 +207,19 @@ def test_a_run_without_held_out_knowns_is_uncalibrated_unless_given_a_set(tmp_pa
     assert cli.main(["eval", "--workdir", workdir, "--no-progress", "--calibration", str(tmp_path / "held.npz")]) == 0
     cal = _results(workdir)["calibration"]
     assert cal["status"] == "calibrated" and cal["n"] == len(blank) and "held.npz" in cal["source"]
+
+
+def test_statistics_too_large_to_keep_are_rebuilt_from_the_training_images(run, tmp_path, monkeypatch):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    path = str(copy / calibration.FILE)
+    monkeypatch.setattr(calibration, "MAX_STORED_BYTES", 0)  # as KNN's bank of a real dataset (240 MB for MNIST)
+    calibration.save(path, calibration.load(path))
+    kept = calibration.load(path)
+    assert kept.fitted["knn"] is None and "rebuilt from the training images" in kept.meta["refit"]["knn"]
+    assert kept.fitted["msp"] == {}  # nothing to keep, nothing to rebuild
+    images = np.random.default_rng(0).integers(0, 256, (9, 8, 8), np.uint8)
+    rebuilt = cac_jax.load(str(copy), score="knn").predict(images)
+    np.testing.assert_allclose(rebuilt.score, cac_jax.load(run, score="knn").predict(images).score, rtol=1e-5)

@@ -3,7 +3,9 @@
 ``calibration.npz`` in a run directory (written by ``train`` and ``eval``, atomically) holds, per score:
 
 * the statistics the score fitted on the training images (``fit__<score>__<key>``), so that applying the network
-  needs neither the training images nor a pass over them;
+  needs neither the training images nor a pass over them; statistics larger than :data:`MAX_STORED_BYTES` (KNN's
+  bank of every training feature: 240 MB for MNIST's network) are left out, listed in ``meta["refit"]``, and
+  rebuilt from the training images by the one command that needs them (``predict --score knn``);
 * the sorted scores of the held-out known images (``cal__<score>``): the conformal calibration
   (:mod:`cac_jax.core.decisions`), absent when the run had none ("uncalibrated");
 * ``meta`` (JSON): the target acceptance rate, where the calibration images came from, the checkpoint evaluated
@@ -25,11 +27,12 @@ from cac_jax.core import decisions
 
 FILE = "calibration.npz"
 FORMAT = 1
+MAX_STORED_BYTES = 16 * 2**20
 
 
 @dataclasses.dataclass(frozen=True)
 class Calibration:
-    fitted: dict  # score name -> {key: array}
+    fitted: dict  # score name -> {key: array}, or None for statistics left out of the file (meta["refit"])
     scores: dict  # score name -> sorted calibration scores (float64); empty when uncalibrated
     meta: dict
 
@@ -52,11 +55,17 @@ class Calibration:
 
 
 def save(path: str, calibration: Calibration) -> str:
+    sizes = {name: sum(np.asarray(v).nbytes for v in stats.values())
+             for name, stats in calibration.fitted.items() if stats is not None}
+    refit = {name: f"{n / 2**20:.0f} MB of statistics, rebuilt from the training images when needed"
+             for name, n in sizes.items() if n > MAX_STORED_BYTES}
+    refit.update({name: why for name, why in calibration.meta.get("refit", {}).items() if name not in sizes})
     # The names too: a score that fits nothing (msp, energy, ...) has no arrays to say it is there.
-    meta = {**calibration.meta, "format": FORMAT, "scores": sorted(calibration.fitted)}
+    meta = {**calibration.meta, "format": FORMAT, "scores": sorted(calibration.fitted), "refit": refit}
     arrays = {"meta": np.asarray(json.dumps(meta))}
     for name, stats in calibration.fitted.items():
-        arrays.update({f"fit__{name}__{k}": np.asarray(v) for k, v in stats.items()})
+        if name not in refit:
+            arrays.update({f"fit__{name}__{k}": np.asarray(v) for k, v in stats.items()})
     arrays.update({f"cal__{name}": np.asarray(v, np.float64) for name, v in calibration.scores.items()})
     with storage.atomic_open(path, "wb") as f:
         np.savez_compressed(f, **arrays)
@@ -69,7 +78,8 @@ def load(path: str) -> Calibration:
         with np.load(path) as f:
             arrays = {k: f[k] for k in f.files}
         meta = json.loads(str(arrays.pop("meta")))
-        fitted, scores = {name: {} for name in meta["scores"]}, {}
+        fitted = {name: None if name in meta.get("refit", {}) else {} for name in meta["scores"]}
+        scores = {}
         for key, value in arrays.items():
             kind, name, *rest = key.split("__")
             if kind == "fit":

@@ -109,9 +109,28 @@ class Classifier:
                              f"stage {made_for['stage']} at step {made_for['step']}, but that checkpoint now holds step "
                              f"{found.get('step')}: evaluate the run again (cac-jax eval --workdir {workdir})")
         self.variables = state.variables()
-        self.fitted = mesh_lib.replicate(self.mesh, {self.score_name: self.calibration.fitted[self.score_name]})
+        stats = self.calibration.fitted[self.score_name]
+        if stats is None:
+            stats = self._refit()
+        self.fitted = mesh_lib.replicate(self.mesh, {self.score_name: stats})
         self.class_ids = np.asarray(meta["class_ids"], np.int64)
         self.class_names = tuple(meta["class_names"])
+
+    def _refit(self) -> dict:
+        """The score's statistics, left out of calibration.npz for their size, fitted again on the training images
+        the run's config names (refused if they are not the data the network was trained on)."""
+        from cac_jax.data import loading
+        from cac_jax.training import loop as train
+
+        data = train.load_data(self.cfg)
+        if loading.fingerprints(data)[1] != self.calibration.meta["training_data_fingerprint"]:
+            why = self.calibration.meta["refit"][self.score_name]
+            raise ValueError(f"score {self.score_name!r} needs the run's training images ({why}), but the data its "
+                             f"config names are not those the network was trained on")
+        train_set = evaluate.fit_set(self.model, self.variables, data, mesh=self.mesh,
+                                     flip=evaluate.anchor_flip(self.cfg, data.dataset),
+                                     batch_size=self.cfg.eval_batch_size)
+        return score_registry.as_float32(self.score_fn.fit(train_set))
 
     @property
     def calibrated(self) -> bool:
