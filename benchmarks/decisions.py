@@ -34,8 +34,8 @@ import numpy as np
 
 from benchmarks.released_parity import EXPERIMENT, KINDS
 from cac_jax import storage
+from cac_jax.runs.sweep import DECISION_KEYS
 
-DECISIONS = ("known_acceptance", "unknown_rejection", "ccr", "macro_f1")
 
 
 def _workdir(out: str, dataset: str, trial: int, kind: str) -> str:
@@ -74,7 +74,7 @@ def decisions(dataset, trials, kinds, npz, trainval, unknowns, out, weights) -> 
             r = storage.read_json(os.path.join(workdir, "results.json"))
             rows.append({"trial": trial, "kind": kind, "score": r["score"], "calibration": r["calibration"],
                          "num_known_test": r["num_known_test"],
-                         "scores": {name: {"auroc": m["auroc"], **{k: m["operating_point"][k] for k in DECISIONS}}
+                         "scores": {name: {"auroc": m["auroc"], **{k: m["operating_point"][k] for k in DECISION_KEYS}}
                                     for name, m in r["scores"].items() if "operating_point" in m
                                     and "error" not in m["operating_point"]},
                          "unknown_sets": {name: {s: {"auroc": v["auroc"], "rejected": v["rejected"]}
@@ -172,9 +172,7 @@ def timing(dataset, npz, trainval, unknowns, out, weights) -> dict:
         t0 = time.perf_counter()
         clf.predict(images)
         times.append(time.perf_counter() - t0)
-    compiled = evaluate._forward_fn(clf.model, clf.mesh, clf.calibration.meta["image_size"],
-                                    tuple(clf.calibration.meta["mean"]), tuple(clf.calibration.meta["std"]), False,
-                                    clf.model.dtype, (clf.score_fn,))._cache_size()
+    compiled = clf.programs_compiled()
     timings = results["timings"]
     return {"eval_first_s": first, "eval_warm_s": warm, "eval_sections": timings,
             "images_through_network": int(sum(len(s) for s in sets)), "forward_only_s": forward_only,

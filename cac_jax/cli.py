@@ -262,13 +262,11 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-DECISION_COLUMNS = {"known_acceptance": "known accepted", "unknown_rejection": "unknown rejected", "ccr": "CCR",
-                    "open_set_accuracy": "open-set acc.", "macro_f1": "macro-F1"}
-
-
 def format_decisions(results: dict) -> str:
     """The decisions of one run: every score at its calibrated threshold (K + 1 classes), and the sets of unknowns
     from other datasets (AUROC, and the fraction rejected at that threshold)."""
+    from cac_jax.runs.sweep import DECISION_NAMES
+
     cal = results.get("calibration")
     if not cal:
         return ""
@@ -278,10 +276,10 @@ def format_decisions(results: dict) -> str:
     if cal["status"] == "calibrated":
         lines = [f"decisions at the calibrated threshold: {100 * cal['target']:g}% of held-out knowns accepted, "
                  f"calibrated on {cal['source']}",
-                 f"{'score':<{width}} " + " ".join(f"{h:>16}" for h in DECISION_COLUMNS.values())]
+                 f"{'score':<{width}} " + " ".join(f"{h:>17}" for h in DECISION_NAMES.values())]
         for name, m in results["scores"].items():
             point = m.get("operating_point") or {}
-            cells = [f"{point[k]:>16.4f}" if isinstance(point.get(k), float) else f"{'-':>16}" for k in DECISION_COLUMNS]
+            cells = [f"{point[k]:>17.4f}" if isinstance(point.get(k), float) else f"{'-':>17}" for k in DECISION_NAMES]
             lines.append(f"{label[name]:<{width}} " + " ".join(cells))
     else:
         lines = [f"uncalibrated: {cal['source']}"]

@@ -104,16 +104,13 @@ def test_predict_cli_and_api_give_what_eval_gives_on_the_test_images(run, tmp_pa
 
 def test_predict_compiles_one_program_per_batch_shape(run):
     clf = cac_jax.load(run)
-    fn = evaluate._forward_fn(clf.model, clf.mesh, clf.calibration.meta["image_size"],
-                              tuple(clf.calibration.meta["mean"]), tuple(clf.calibration.meta["std"]), False,
-                              clf.model.dtype, (clf.score_fn,))
-    before = fn._cache_size()  # shapes other tests compiled stay (256: 219 test images)
+    before = clf.programs_compiled()  # shapes other tests compiled stay (256: 219 test images)
     images = np.zeros((300, 8, 8, 1), np.uint8)
     sizes = (1, 3, 300, 7, 300, 2, 1)
     for n in sizes:
         clf.predict(images[:n])
     assert {clf.batch_size(n) for n in sizes} == {1, 2, 4, 8, 512}
-    assert fn._cache_size() - before == 5
+    assert clf.programs_compiled() - before == 5
 
 
 def test_predict_reads_image_files_and_folders_by_the_conversion_rule(run, tmp_path):

@@ -136,6 +136,15 @@ class Classifier:
     def calibrated(self) -> bool:
         return self.calibration.calibrated
 
+    def _program(self):
+        meta = self.calibration.meta
+        return evaluate._forward_fn(self.model, self.mesh, meta["image_size"], tuple(meta["mean"]), tuple(meta["std"]),
+                                    False, self.model.dtype, (self.score_fn,))
+
+    def programs_compiled(self) -> int:
+        """How many programs the forward pass has compiled so far (one per batch shape)."""
+        return self._program()._cache_size()
+
     def batch_size(self, n: int) -> int:
         """The batch of a call on n images: the evaluation batch, or the power of two that holds them (fewer
         compiled shapes than one per n, less padding than a full batch for a handful of images)."""

@@ -68,7 +68,9 @@ def summarize_scores(per_trial: Sequence[dict]) -> dict:
     return out
 
 
-DECISION_KEYS = ("known_acceptance", "unknown_rejection", "ccr", "open_set_accuracy", "macro_f1")
+DECISION_NAMES = {"known_acceptance": "known accepted", "unknown_rejection": "unknown rejected", "ccr": "CCR",
+                  "open_set_accuracy": "open-set accuracy", "macro_f1": "macro-F1 (K + 1)"}
+DECISION_KEYS = tuple(DECISION_NAMES)
 UNKNOWN_SET_KEYS = ("auroc", "fpr95", "aupr_out", "rejected")
 
 
@@ -242,8 +244,6 @@ def sweep_markdown(sweep: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-DECISION_NAMES = {"known_acceptance": "known accepted", "unknown_rejection": "unknown rejected", "ccr": "CCR",
-                  "open_set_accuracy": "open-set accuracy", "macro_f1": "macro-F1 (K + 1)"}
 UNKNOWN_SET_NAMES = {"auroc": "AUROC", "fpr95": "FPR95", "aupr_out": "AUPR-out",
                      "rejected": "rejected at the calibrated threshold"}
 

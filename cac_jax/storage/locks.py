@@ -67,10 +67,7 @@ def workdir_lock(workdir: str, command: str | None = None):
         finally:
             _held[path] -= 1
         return
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as e:
-        raise storage_error(e, path) from None
+    fd = _open_lock_file(path)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -96,15 +93,19 @@ def workdir_lock(workdir: str, command: str | None = None):
         os.close(fd)  # releases the flock
 
 
+def _open_lock_file(path: str) -> int:
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise storage_error(e, path) from None
+
+
 @contextlib.contextmanager
 def file_lock(path: str, what: str, *, announce=print):
     """Hold an exclusive lock on the file ``path`` for the block, waiting for another holder (saying so once
     through ``announce``); a :class:`~cac_jax.storage.StorageError` naming ``path`` where it cannot be created."""
     make_dirs(os.path.dirname(path))
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as e:
-        raise storage_error(e, path) from None
+    fd = _open_lock_file(path)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
