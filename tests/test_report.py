@@ -175,3 +175,17 @@ def test_a_cifar_plus_10_network_scored_on_cifar_plus_50_stands_beside_cifar_plu
     published = paper_results.published("neal2018", "cac2021", "cac", "cac", "cifar_plus_50")
     assert row.startswith("| cifar_plus_50 | cac | cac | 1 |") and f"{published.mean:.1f}" in row
     assert "differs from the recipe" not in row
+
+
+def test_unknowns_from_other_datasets_get_their_own_table_the_methods_score_first():
+    stats = {"mean": {"auroc": 0.9, "fpr95": 0.2, "rejected": 0.5}, "std": {"auroc": 0.01, "fpr95": 0.02, "rejected": 0.1}}
+    sweep = {"experiment": "digits", "dataset": "digits", "method": "cac", "objective": "cac", "score": "cac",
+             "per_trial": [{"trial": 0, "status": "final"}, {"trial": 1, "status": "final"}],
+             "config": get_experiment("digits").to_dict(),
+             "unknown_sets": {"noise": {"msp": stats, "cac": {**stats, "mean": {"auroc": 0.8, "fpr95": 0.3}}}}}
+    lines = report.unknown_sets_table([sweep])
+    assert lines[0] == "### unknowns from other datasets"
+    rows = [line for line in lines if line.startswith("| digits")]
+    assert rows[0].startswith("| digits | cac | noise | cac | 2 | 80.00 ± 1.00 | 30.00 ± 2.00 | — |")  # uncalibrated
+    assert rows[1].startswith("| digits | cac | noise | msp | 2 | 90.00 ± 1.00 | 20.00 ± 2.00 | 50.00 ± 10.00 |")
+    assert report.unknown_sets_table([{**sweep, "unknown_sets": {}}]) == []

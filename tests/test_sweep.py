@@ -209,3 +209,27 @@ def test_the_readme_modern_protocol_commands_write_and_report_their_default_dire
     assert {r.split(" | ")[1] for r in tables[0].splitlines() if r.startswith("| digits")} == {"ce", "cac"}
     assert any(r.startswith("| digits | ce | max_logit |") for r in tables[0].splitlines())
     assert any(r.startswith("| digits | cac | cac |") for r in tables[1].splitlines())
+
+
+def _decided(auroc, rejected, accepted):
+    """The decision parts of one run's results.json (two scores, one set of unknowns from elsewhere)."""
+    point = {k: accepted for k in sweep.DECISION_KEYS}
+    return {"scores": {"cac": {"operating_point": {**point, "confusion": [[1]]}}, "msp": {"operating_point": {"error": "x"}}},
+            "unknown_sets": {"noise": {"scores": {"cac": {"auroc": auroc, "fpr95": 0.1, "aupr_out": 0.9, "rejected": rejected},
+                                                  "msp": {"auroc": auroc, "fpr95": 0.1, "aupr_out": 0.9, "rejected": None}}}}}
+
+
+def test_decisions_and_unknown_sets_are_summarized_over_trials_and_tabled():
+    per_trial = [sweep.trial_decisions(_decided(0.9, 0.5, 0.95)), sweep.trial_decisions(_decided(0.8, 0.7, 0.97))]
+    points = sweep.summarize_decisions(per_trial)
+    assert set(points) == {"cac"}  # a score whose operating point failed is left out, not averaged
+    assert points["cac"]["mean"]["known_acceptance"] == pytest.approx(0.96)
+    sets = sweep.summarize_unknown_sets(per_trial)
+    assert sets["noise"]["cac"]["mean"]["auroc"] == pytest.approx(0.85)
+    assert sets["noise"]["cac"]["std"]["rejected"] == pytest.approx(np.std([0.5, 0.7], ddof=1))
+    assert "rejected" not in sets["noise"]["msp"]["mean"]  # uncalibrated in some trial: no fraction rejected
+    zero = {k: 0.0 for k in sweep.METRIC_KEYS}
+    text = sweep.sweep_markdown({"experiment": "digits", "method": "cac", "per_trial": [], "mean": zero, "std": zero,
+                                 "operating_points": points, "unknown_sets": sets})
+    assert "| cac | 96.00 ± 1.41 |" in text and "Unknowns from another dataset, 'noise'" in text
+    assert "| msp | 85.00 ± 7.07 | 10.00 ± 0.00 | 90.00 ± 0.00 | — |" in text
