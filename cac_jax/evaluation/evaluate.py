@@ -228,6 +228,10 @@ def compute_outputs(model, variables, data, cfg, mesh) -> tuple[EvalOutputs, dic
     """(outputs, {score name: error}, {set name: (source, image count)}): logits and every applicable score's predictions and scores of the known
     and unknown test sets, the held-out knowns (calibration) and the sets of unknowns from other datasets, with
     the calibration; the scores whose fit failed; the sets of unknowns read."""
+    # Every image set is read before the first pass: a bad source fails before minutes of work.
+    held_out, source = calibration_images(data, cfg)
+    others = {name: external.read(src, native_shape(data), data_dir=cfg.data_dir)
+              for name, src in external.check_named(cfg.unknowns)}
     train = fit_set(model, variables, data, mesh=mesh, flip=anchor_flip(cfg, data.dataset),
                     batch_size=cfg.eval_batch_size)
     headline = headline_score(cfg.method)
@@ -242,10 +246,6 @@ def compute_outputs(model, variables, data, cfg, mesh) -> tuple[EvalOutputs, dic
     chosen = tuple(s for s in score_registry.applicable() if s.name in fitted)
     kw = dict(mesh=mesh, image_size=data.image_size, mean=data.mean, std=data.std, batch_size=cfg.eval_batch_size,
               score_set=chosen, fitted=mesh_lib.replicate(mesh, fitted))
-    # Read every image set before the first pass: a bad source fails before minutes of work.
-    held_out, source = calibration_images(data, cfg)
-    others = {name: external.read(src, native_shape(data), data_dir=cfg.data_dir)
-              for name, src in external.check_named(cfg.unknowns)}
     known_logits, known = forward(model, variables, data.test_known.images, **kw)
     unknown_logits, unknown = forward(model, variables, data.test_unknown.images, **kw)
     held = forward(model, variables, held_out, **kw)[1] if held_out is not None else None
