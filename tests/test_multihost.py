@@ -121,7 +121,9 @@ def test_two_processes_train_like_one_process_with_all_the_devices(runs):
     epochs = [json.loads(line) for line in open(runs["two"] / "metrics.jsonl") if '"kind": "epoch"' in line]
     assert [(r["stage"], r["epoch"]) for r in epochs] == [(1, 1), (2, 2)]
     out = runs["job_output"]
-    assert out.count("accuracy") == 2 and "[p1] process 1 of 2: output on process 0" in out  # line + table
+    # Once each, from process 0: the result line and the table (AUROC), the decisions table.
+    assert out.count("AUROC") == 2 and out.count("decisions at the calibrated threshold") == 1, out
+    assert "[p1] process 1 of 2: output on process 0" in out
     assert "[launch] all 2 processes finished" in out
 
 
