@@ -68,7 +68,7 @@ def bench_train_step(steps: int) -> dict:
         from cac_jax import models
     except ImportError as e:  # the network lives in another module of this project
         return {"train_step_error": f"cannot import the CIFAR network: {e}"}
-    model = models.create_model(model="cac_cnn", method="cac", num_classes=6, image_size=32, dropout=0.2)
+    model = models.create_model(model="cac_cnn", head="anchors", num_classes=6, image_size=32, dropout=0.2)
     variables = models.init_variables(model, jax.random.key(0), 32, 3)
     params, rest = variables["params"], {k: v for k, v in variables.items() if k != "params"}
     tx = optax.chain(optax.add_decayed_weights(5e-6), optax.sgd(0.01, momentum=0.9))

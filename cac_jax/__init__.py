@@ -4,8 +4,9 @@ Importing the package (or any module of it) changes nothing in the process: the 
 the measured CPU settings and the compilation cache (:func:`cac_jax.runtime.configure`), and a script of
 your own can call that one function.
 
-Layers, each importing only those above it in this list: ``core`` (the loss, scores, metrics), ``data``,
-``config``, ``runtime`` (process settings, jobs of several processes, timings), ``models``, ``training``,
+Layers, each importing only those above it in this list: ``core`` (the loss, scores, metrics), ``objectives``
+(training objectives, looked up by name), ``testing`` (the property-testing kit, needs hypothesis), ``storage``,
+``data``, ``config``, ``runtime`` (process settings, jobs of several processes, timings), ``models``, ``training``,
 ``evaluation`` (forward passes and the score registry), ``runs`` (a run end to end, sweeps, reports,
 plots), ``cli``.
 """

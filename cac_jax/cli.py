@@ -60,8 +60,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help="held-out known images to calibrate the rejection threshold on (default: the run's "
                         "validation split); same forms as --unknowns' SOURCE")
     p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
-                   help="import a module (a name, or a path to a .py file) first, e.g. one that registers scores of "
-                        "your own (cac_jax.evaluation.scores.register); repeatable")
+                   help="import a module (a name, or a path to a .py file) first, e.g. one that registers an objective "
+                        "(cac_jax.objectives.register) or scores (cac_jax.evaluation.scores.register) of your own; "
+                        "repeatable, and recorded in the run's config")
 
 
 def _add_distributed(p: argparse.ArgumentParser) -> None:
@@ -91,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      "<workdir>/trial<k>)")
     t.add_argument("--seed", type=int, help="random seed (init, augmentation, dropout, data order)")
     t.add_argument("--epochs", help="epochs of stage 1 and stage 2, e.g. 2,1")
-    t.add_argument("--method", choices=config_lib.METHODS, help="training objective (default cac)")
+    t.add_argument("--method", help="training objective: cac (the default), cac_learnt, ce, a shorthand ce_msp / "
+                                    "ce_max_logit / ce_distance, or one of your own registered by an --import")
     _add_common(t)
     _add_distributed(t)
 
@@ -113,9 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "results.json is not rerun; an interrupted one resumes from its checkpoint. "
                                    "Writes <workdir>/results.json (per trial, mean, sample std), results.md, roc.png.")
     s.add_argument("--experiment", default="digits", choices=config_lib.EXPERIMENTS)
-    s.add_argument("--method", default="cac", type=_methods,
-                   help=f"one of {', '.join(config_lib.METHODS)}, several comma-separated, or 'all': one network per "
-                        f"objective ({', '.join(config_lib.ALL_OBJECTIVES)}), each scored by every score (default cac)")
+    s.add_argument("--method", default="cac",
+                   help="as train's --method, several comma-separated, or 'all': one network per registered objective "
+                        "(cac, cac_learnt, ce and those of --import), each scored by every score (default cac)")
     s.add_argument("--trials", type=_trials, default=[0, 1, 2, 3, 4], help="trials, e.g. 0,1,2,3,4 (the default)")
     s.add_argument("--workdir", help="sweep directory (default runs/sweeps/<experiment>[_<split family>][_<recipe>]/"
                                      "<method>, naming the family and recipe where not the paper's; with several "
@@ -196,11 +198,15 @@ def _positive(text: str) -> int:
     return value
 
 
-def _methods(text: str) -> list[str]:
-    methods = list(config_lib.ALL_OBJECTIVES) if text == "all" else [m.strip() for m in text.split(",") if m.strip()]
-    bad = [m for m in methods if m not in config_lib.METHODS]
+def sweep_methods(text: str) -> list[str]:
+    """The methods of ``sweep --method``: registered ones (after --import), comma-separated, or ``all`` objectives."""
+    from cac_jax import objectives
+
+    methods = list(objectives.names()) if text == "all" else [m.strip() for m in text.split(",") if m.strip()]
+    bad = [m for m in methods if m not in objectives.methods()]
     if bad or not methods:
-        raise argparse.ArgumentTypeError(f"unknown method(s) {bad or text!r}; choose from {config_lib.METHODS} or all")
+        raise ValueError(f"--method {text}: unknown method(s) {bad or text!r}; choose from "
+                         f"{', '.join(objectives.methods())} or all (an objective of your own: --import its file)")
     return methods
 
 
@@ -219,6 +225,12 @@ def _common_overrides(args) -> list[str]:
         items.append("unknowns=" + ",".join(args.unknowns))
     if args.calibration:
         items.append(f"calibration={args.calibration}")
+    if args.imports:
+        # Files as absolute paths: a later command (eval, a sweep's trial process) may run elsewhere.
+        imports = [os.path.abspath(m) if m.endswith(".py") else m for m in args.imports]
+        if any("," in m for m in imports):
+            raise ValueError(f"--import {next(m for m in imports if ',' in m)!r}: a path may not hold a comma")
+        items.append("imports=" + ",".join(imports))
     return items
 
 
@@ -324,17 +336,18 @@ def cmd_sweep(args) -> int:
     from cac_jax.runs import sweep
 
     flags = [f"{flag}={getattr(args, flag)}" for flag in ("seed", "epochs") if getattr(args, flag) is not None]
-    for method in args.method:
+    methods = sweep_methods(args.method)
+    for method in methods:
         # Per method: a recipe's settings may depend on the objective (label smoothing for ce only).
         base = config_lib.apply_overrides(config_lib.get_experiment(args.experiment),
                                           [*flags, *_common_overrides(args), f"method={method}"])
         workdir = args.workdir
         if workdir is None:
             workdir = sweep.default_workdir(base)
-        elif len(args.method) > 1:
+        elif len(methods) > 1:
             workdir = os.path.join(workdir, method)
         result = sweep.run_sweep(base, args.trials, workdir, parallel=args.parallel,
-                                 log=lambda m: print(m, flush=True), imports=args.imports)
+                                 log=lambda m: print(m, flush=True))
         print(sweep.sweep_markdown(result))
         print(f"wrote {os.path.join(workdir, 'results.json')} and results.md", flush=True)
     return 0

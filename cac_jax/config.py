@@ -22,15 +22,9 @@ import types
 import typing
 from typing import Any
 
-from cac_jax import storage
+from cac_jax import objectives, storage
 from cac_jax.data import external
 
-# An objective (how the network is trained: cac, cac_learnt, ce) and the score its top-level results use;
-# ce_msp, ce_max_logit and ce_distance train the same network as ce (every score is computed for every run).
-METHODS = ("cac", "cac_learnt", "ce", "ce_msp", "ce_max_logit", "ce_distance")
-ALL_OBJECTIVES = ("cac", "cac_learnt", "ce")  # what `--method all` trains: one network per objective
-OBJECTIVES = {"cac": "cac", "cac_learnt": "cac_learnt", "ce": "ce", "ce_msp": "ce", "ce_max_logit": "ce",
-              "ce_distance": "ce"}
 MODELS = ("cac_cnn", "classifier32", "small_cnn")
 STAGES = ("both", "1", "2")
 DTYPES = ("float32", "bfloat16")
@@ -43,7 +37,8 @@ RECIPE_FIELDS = ("model", "batch_size", "learning_rates", "epochs", "lr_schedule
                  "randaugment_n", "randaugment_m", "normalisation", "dropout", "holdout_val")
 # Where and how a run executes, never what it computes: they may differ between the processes of a job
 # (paths, the console) or between the commands that resume or evaluate one run.
-HOST_FIELDS = ("workdir", "data_dir", "npz_path", "manual_dir", "progress", "distributed", "num_devices", "tensorboard")
+HOST_FIELDS = ("workdir", "data_dir", "npz_path", "manual_dir", "progress", "distributed", "num_devices", "tensorboard",
+               "imports")
 # What `eval --set` may change: where it runs, and the evaluation's own settings. Every other field says what the
 # network was trained on or how its results are labelled, and is refused.
 EVAL_FIELDS = HOST_FIELDS + ("eval_batch_size", "anchor_flip", "target_acceptance", "calibration", "unknowns")
@@ -72,7 +67,7 @@ class Config:
     npz_path: str | None = None  # a local .npz in the Keras layout (mnist.npz, cifar10_jpeg.npz, ...)
     manual_dir: str | None = None  # manually placed archives (TinyImageNet)
     trainval_file: str | None = None  # the original's trainval_idxs.json, to reuse its exact val split
-    method: str = "cac"  # training objective and head: see cac_jax.training.objectives
+    method: str = "cac"  # a registered training objective (cac_jax.objectives), or a shorthand such as ce_msp
     model: str = "small_cnn"  # "cac_cnn": the paper's encoder; "small_cnn": a small net for 8x8 digits
     alpha: float = 10.0  # anchor magnitude: anchors are alpha * I
     lbda: float = 0.1  # weight of the anchor term: L = lbda * L_A + L_T
@@ -108,12 +103,14 @@ class Config:
     dtype: str = "float32"  # compute dtype of the network ("bfloat16" keeps float32 params and BN stats)
     progress: bool = True  # tqdm progress bars
     tensorboard: bool = False  # also write TensorBoard event files (needs tensorboardX or torch)
+    imports: tuple[str, ...] = ()  # the modules / .py files the command imported (--import): an objective or
+    # scores of one's own; recorded so that a later command can say what to import
     init_from: str | None = None  # a checkpoint <run>/checkpoints/stage<s>[/best|/latest]: the first stage starts
     # from its network (fresh optimiser) instead of a fresh initialisation, e.g. to continue a diverged run
 
     def __post_init__(self):
         _check_choice("experiment", self.experiment, EXPERIMENTS)
-        _check_choice("method", self.method, METHODS)
+        _check_method(self.method, self.imports)
         _check_choice("model", self.model, MODELS)
         _check_choice("stages", self.stages, STAGES)
         _check_choice("dtype", self.dtype, DTYPES)
@@ -127,8 +124,8 @@ class Config:
                              f"{self.randaugment_m}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must lie in [0, 1), got {self.label_smoothing}")
-        if self.label_smoothing and self.objective != "ce":
-            raise ValueError(f"label_smoothing={self.label_smoothing} applies to the ce objective only, not to "
+        if self.label_smoothing and not objectives.get(self.method).uses_label_smoothing:
+            raise ValueError(f"label_smoothing={self.label_smoothing} applies to objectives that use it (ce), not to "
                              f"method={self.method!r}")
         if self.warmup_epochs < 0 or self.num_restarts < 0:
             raise ValueError(f"warmup_epochs and num_restarts must be >= 0, got {self.warmup_epochs}, "
@@ -171,8 +168,8 @@ class Config:
 
     @property
     def objective(self) -> str:
-        """How the network is trained: "cac", "cac_learnt" or "ce"."""
-        return OBJECTIVES[self.method]
+        """The name of the objective the network is trained with (``ce`` for the shorthands ``ce_*``)."""
+        return objectives.get(self.method).name
 
     @property
     def run_name(self) -> str:
@@ -197,6 +194,21 @@ class Config:
         if unknown:
             raise ValueError(f"unknown config keys {unknown}; valid keys: {sorted(names)}")
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+class UnregisteredMethod(ValueError):
+    """A config names a method that no registered objective provides (in this process)."""
+
+
+def _check_method(method: str, imports: tuple[str, ...]) -> None:
+    if method in objectives.methods():
+        return
+    if imports:
+        hint = f"this run was made with --import {' --import '.join(imports)}: give the same to this command"
+    else:
+        hint = "an objective of your own: --import the module or .py file that registers it (cac_jax.objectives.register)"
+    raise UnregisteredMethod(f"method={method!r} is not a registered objective ({', '.join(objectives.methods())}); "
+                             f"{hint}")
 
 
 def _check_choice(name, value, choices):
@@ -227,6 +239,8 @@ def load_config(path: str) -> Config:
     except (TypeError, ValueError) as e:
         if isinstance(e, storage.DamagedFile):
             raise
+        if isinstance(e, UnregisteredMethod):
+            raise UnregisteredMethod(f"{path}: {e}") from None
         raise ValueError(f"{path} does not hold a valid cac-jax config: {e}") from None
 
 
@@ -283,10 +297,30 @@ def recipe_fields(recipe: str, experiment: str, dataset: str, objective: str) ->
     return {k: getattr(paper, k) for k in RECIPE_FIELDS}
 
 
-def recipe_deviations(cfg: Config) -> dict[str, tuple[Any, Any]]:
-    """{field: (the recipe's value, the run's)} of every recipe field in which ``cfg`` departs from its recipe."""
-    want = recipe_fields(cfg.recipe, cfg.experiment, cfg.dataset, cfg.objective)
-    return {k: (want[k], getattr(cfg, k)) for k in RECIPE_FIELDS if getattr(cfg, k) != want[k]}
+def saved_recipe(config: dict) -> tuple[dict, dict] | None:
+    """(the run's fields, its recipe's :data:`RECIPE_FIELDS` values) of a saved config (a dict, as ``to_dict``
+    gives; a field an earlier version did not write ran as its default), or None when its recipe cannot be known
+    (an unknown experiment or recipe). The run's objective need not be registered in this process: the recipes
+    set nothing objective-specific for any objective but ce."""
+    run = {**Config().to_dict(), **config}
+    method = run["method"]
+    objective = objectives.get(method).name if method in objectives.methods() else method
+    try:
+        want = recipe_fields(run["recipe"], run["experiment"], run["dataset"], objective)
+    except ValueError:
+        return None
+    return run, {k: list(v) if isinstance(v, tuple) else v for k, v in want.items()}
+
+
+def recipe_deviations(config: Config | dict) -> dict[str, tuple[Any, Any]]:
+    """{field: (the recipe's value, the run's)} of every recipe field in which a config (or a saved one, a dict)
+    departs from its recipe; {} when its recipe cannot be known."""
+    known = saved_recipe(config.to_dict() if isinstance(config, Config) else config)
+    if known is None:
+        return {}
+    run, want = known
+    as_tuple = lambda v: tuple(v) if isinstance(v, list) else v  # noqa: E731
+    return {k: (as_tuple(want[k]), as_tuple(run[k])) for k in RECIPE_FIELDS if run[k] != want[k]}
 
 
 def get_experiment(name: str) -> Config:
@@ -343,7 +377,7 @@ def apply_overrides(cfg: Config, items: typing.Iterable[str]) -> Config:
     if "recipe" in changes:
         # The other items go on top; the recipe's label smoothing must not meet a method it does not fit first.
         where = {k: changes.get(k, getattr(cfg, k)) for k in ("experiment", "dataset", "method")}
-        _check_choice("method", where["method"], METHODS)
-        fields = recipe_fields(changes["recipe"], where["experiment"], where["dataset"], OBJECTIVES[where["method"]])
+        _check_method(where["method"], changes.get("imports", cfg.imports))
+        fields = recipe_fields(changes["recipe"], where["experiment"], where["dataset"], objectives.get(where["method"]).name)
         return cfg.replace(**{**fields, **changes})
     return cfg.replace(**changes) if changes else cfg

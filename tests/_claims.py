@@ -255,6 +255,18 @@ def _decisions(path, sets):
     return check
 
 
+def _own_objective(work, output):
+    """README, "Your own loss": the run trained cac_ce (its terms logged), reported its own score, recorded the file."""
+    import json
+
+    results = _results(TRAIN)(work, output)
+    assert results["config"]["method"] == "cac_ce" and results["score"] == "cac", results["config"]
+    assert results["config"]["imports"] == [str(work / "my_loss.py")], results["config"]["imports"]
+    steps = [json.loads(line) for line in (work / TRAIN / "metrics.jsonl").read_text().splitlines()]
+    assert all("ce_loss" in r for r in steps if r.get("kind") == "train"), steps[:2]
+
+
+OWN_SWEEP = "cac-jax sweep --experiment digits --method cac,ce,cac_ce --trials 0,1 --import my_loss.py --workdir runs/sweeps/mine"
 DECIDE = "python decide.py"
 MNIST_UNKNOWNS = ("--unknowns fashion=../shared/data/fashion_mnist_test.npz --unknowns cifar10=data/cifar10.npz "
                   "--unknowns noise=noise:gaussian")
@@ -307,6 +319,15 @@ REGISTRY: dict[str, Claim] = {
                 "runs/modern/cifar10/report.md")),
     "cac-jax eval --workdir W --import my_scores.py": Claim(
         inputs=("my_scores.py",), reuse=(("W", DEFAULT, TRAIN),), check=_own_score),
+    "cac-jax train --import my_loss.py --method cac_ce": Claim(
+        run="+ " + EPOCHS, why="1 + 1 epochs", inputs=("my_loss.py",), check=_own_objective),
+    OWN_SWEEP: Claim(
+        run="+ " + EPOCHS, why="1 + 1 epochs", inputs=("my_loss.py",),
+        expect=tuple(f"runs/sweeps/mine/{m}/trial{k}/results.json" for m in ("cac", "ce", "cac_ce") for k in (0, 1))),
+    "cac-jax report runs/sweeps/mine": Claim(
+        reuse=(("runs/sweeps/mine", OWN_SWEEP, "runs/sweeps/mine"),), says=("| digits | cac_ce | cac |", "| digits | ce |")),
+    "python -m pytest -q test_my_loss.py": Claim(inputs=("my_loss.py", "test_my_loss.py"), says=("1 passed",),
+                                                 timeout=600),
     DIGITS_SWEEP: Claim(
         run="+ --trials 0 " + EPOCHS, why="trial 0, 1 + 1 epochs",
         expect=tuple(f"runs/sweeps/digits/{m}/results.json" for m in ("cac", "cac_learnt", "ce"))),

@@ -258,6 +258,8 @@ INPUTS = {
     "MANUAL_DIR": _link(_manual_dir),
     "my_scores.py": _readme_file("my_scores.py"),
     "decide.py": _readme_file("decide.py"),
+    "my_loss.py": _readme_file("my_loss.py"),
+    "test_my_loss.py": _readme_file("test_my_loss.py"),
 }
 
 

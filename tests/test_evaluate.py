@@ -63,7 +63,7 @@ def _small_model_and_data(data):
     """small_cnn at random init with its linear head fitted (least squares on 24 of its 256 features, plain
     and mirrored images) to the labels, and the data with every fourth training label changed, so that
     each class has correctly and wrongly classified training images."""
-    model = models.create_model(model="small_cnn", method="cac", num_classes=3, image_size=8, dropout=0.2)
+    model = models.create_model(model="small_cnn", head="anchors", num_classes=3, image_size=8, dropout=0.2)
     variables = models.init_variables(model, jax.random.key(0), 8, 1)
     images = data.train.images.astype(np.float32)
     x = (np.concatenate([images, images[:, :, ::-1, :]]) / 255.0 - 0.2) / 0.3
@@ -162,7 +162,7 @@ def test_distance_scores_on_hand_made_logits():
     pred, score = score_of("cac", logits, means)
     np.testing.assert_array_equal(pred, [0, 1, 0])
     np.testing.assert_allclose(score, expected, rtol=1e-5)
-    with pytest.raises(ValueError, match="unknown method 'svm'"):
+    with pytest.raises(ValueError, match="unknown method 'svm'; registered: .*'cac_learnt'"):
         evaluate.headline_score("svm")
     assert [evaluate.headline_score(m) for m in ("cac", "cac_learnt", "ce", "ce_max_logit", "ce_distance")] == [
         "cac", "cac", "msp", "max_logit", "distance"]

@@ -8,7 +8,7 @@ import cac_jax
 
 ROOT = pathlib.Path(cac_jax.__file__).parent
 # Bottom to top; a module may import its own layer and those listed before it.
-LAYERS = ["core", "storage", "data", "config", "runtime", "models", "training", "evaluation", "runs", "cli", "__main__"]
+LAYERS = ["core", "objectives", "testing", "storage", "data", "config", "runtime", "models", "training", "evaluation", "runs", "cli", "__main__"]
 
 
 def modules() -> dict[str, set[str]]:

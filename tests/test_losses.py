@@ -1,4 +1,5 @@
-"""The CAC loss and distances against an independent float64 reference written from the formulas."""
+"""The CAC loss and distances, property-tested with the project's kit (cac_jax.testing: strategies, the float64
+references written from the formulas, the checks), plus hand-computed cases and bad inputs."""
 
 import functools
 import math
@@ -7,141 +8,67 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
+from cac_jax import testing as kit
 from cac_jax.core import losses
 
-SETTINGS = settings(max_examples=30, deadline=None)
-# Shapes come from short lists so that jit compiles each a few times, not once per example.
-CLASS_COUNTS = [2, 3, 7, 10, 31, 100, 200]
-BATCH_SIZES = [1, 5, 12]
-
-loss = jax.jit(losses.cac_loss, static_argnames=("lbda", "alpha"))
 fast_distances = jax.jit(losses.scaled_identity_distances, static_argnames=("alpha",))
 general_distances = jax.jit(losses.distances)
 
 
-def reference_cac_loss(logits, labels, anchors, lbda):
-    """Slow float64 loss: loops over samples and classes, exactly as eqs. 1-4 read."""
-    logits = np.asarray(logits, np.float64)
-    anchors = np.asarray(anchors, np.float64)
-    anchor_terms, tuplet_terms = [], []
-    for z, y in zip(logits, labels):
-        d = [math.sqrt(sum((zk - ck) ** 2 for zk, ck in zip(z, c))) for c in anchors]
-        anchor_terms.append(d[y])
-        exponents = [0.0] + [d[y] - d[j] for j in range(len(d)) if j != y]
-        top = max(exponents)  # log(1 + sum exp(.)) evaluated without overflow
-        tuplet_terms.append(top + math.log(sum(math.exp(e - top) for e in exponents)))
-    anchor_term, tuplet_term = np.mean(anchor_terms), np.mean(tuplet_terms)
-    return lbda * anchor_term + tuplet_term, anchor_term, tuplet_term
+def fast(logits, labels, alpha):
+    """The fixed anchors alpha·I through the O(B·N) path."""
+    return losses.cac_loss(logits, labels, alpha=alpha)
 
 
-@st.composite
-def batches(draw, max_classes=200):
-    """Logits at scales 1e-3..1e4, some rows placed on or near an anchor, and labels."""
-    n = draw(st.sampled_from([c for c in CLASS_COUNTS if c <= max_classes]))
-    b = draw(st.sampled_from(BATCH_SIZES))
-    scale = 10.0 ** draw(st.floats(-3, 4))
-    alpha = draw(st.sampled_from([1.0, 10.0, 100.0]))
-    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    labels = rng.integers(0, n, size=b)
-    logits = rng.normal(size=(b, n)) * scale
-    near = rng.random(b) < 0.3
-    logits[near] = alpha * np.eye(n)[labels[near]] + rng.normal(size=(near.sum(), n)) * 1e-3
-    return logits.astype(np.float32), labels.astype(np.int32), alpha
+def general(logits, labels, alpha):
+    """The same anchors as a matrix, through the vmapped distance kernel."""
+    return losses.cac_loss(logits, labels, losses.anchors(logits.shape[1], alpha, logits.dtype))
 
 
-def assert_close_to_reference(got, want, max_distance):
-    # float32 distances carry ~1 ulp of the largest distance; differences of them inherit that.
-    atol = 4e-6 * max_distance + 1e-6
-    np.testing.assert_allclose(np.asarray(got, np.float64), want, rtol=2e-5, atol=atol)
+PATHS = {"fast": fast, "general": general}
 
 
-@SETTINGS
-@given(batches())
-def test_loss_matches_float64_reference(batch):
-    logits, labels, alpha = batch
-    anchor_matrix = alpha * np.eye(logits.shape[1])
-    want = reference_cac_loss(logits, labels, anchor_matrix, lbda=0.1)
-    max_distance = float(np.max(np.linalg.norm(logits.astype(np.float64)[:, None] - anchor_matrix, axis=-1)))
-    for got in (
-        loss(jnp.asarray(logits), jnp.asarray(labels), alpha=alpha),
-        loss(jnp.asarray(logits), jnp.asarray(labels), losses.anchors(logits.shape[1], alpha)),
-    ):
-        assert all(np.isfinite(t) for t in got)
-        for g, w in zip(got, want):
-            assert_close_to_reference(g, w, max_distance)
+def _reference(batch):
+    return lambda z, y: kit.ref_cac_loss(z, y, batch.anchors, lbda=0.1)
 
 
-@functools.partial(jax.jit, static_argnames=("alpha",))
-def loss_gradient(logits, labels, anchors, alpha):
-    return jax.grad(lambda z: losses.cac_loss(z, labels, anchors, alpha=alpha)[0])(logits)
+@pytest.mark.parametrize("path", PATHS)
+@kit.SETTINGS
+@given(batch=kit.batches(), seed=kit.seeds())
+def test_loss_against_the_float64_reference_with_every_check(path, batch, seed):
+    loss = functools.partial(PATHS[path], alpha=batch.alpha)
+    kit.check_reference(loss, _reference(batch), batch)
+    kit.check_permutation_equivariance(loss, batch, seed)
+    kit.check_finite(loss, batch)
+    kit.check_gradients(loss, batch, seed)
+    kit.check_jit_equals_eager(loss, batch)
+    assert all(float(t) >= 0 for t in loss(jnp.asarray(batch.logits), batch.labels))
 
 
-@SETTINGS
-@given(batches())
-def test_gradients_finite_and_loss_nonnegative(batch):
-    logits, labels, alpha = batch
-    grad_fast = loss_gradient(jnp.asarray(logits), labels, None, alpha)
-    grad_general = loss_gradient(jnp.asarray(logits), labels, losses.anchors(logits.shape[1], alpha), alpha)
-    assert np.all(np.isfinite(grad_fast)) and np.all(np.isfinite(grad_general))
-    total, anchor_term, tuplet_term = loss(jnp.asarray(logits), labels, alpha=alpha)
-    assert total >= 0 and anchor_term >= 0 and tuplet_term >= 0
-
-
-@SETTINGS
-@given(batches(max_classes=50))
+@kit.SETTINGS
+@given(kit.batches(classes=(2, 3, 7, 10, 31)))
 def test_fast_path_equals_general_path(batch):
-    logits, labels, alpha = batch
-    z = jnp.asarray(logits)
-    fast = fast_distances(z, alpha)
-    general = general_distances(z, losses.anchors(z.shape[1], alpha))
-    scale = float(jnp.max(general)) + 1.0
-    np.testing.assert_allclose(fast, general, rtol=1e-5, atol=1e-6 * scale)
-    for f, g in zip(loss(z, labels, alpha=alpha), loss(z, labels, losses.anchors(z.shape[1], alpha))):
+    z = jnp.asarray(batch.logits)
+    fast_d = fast_distances(z, batch.alpha)
+    general_d = general_distances(z, losses.anchors(z.shape[1], batch.alpha))
+    scale = float(jnp.max(general_d)) + 1.0
+    np.testing.assert_allclose(fast_d, general_d, rtol=1e-5, atol=1e-6 * scale)
+    for f, g in zip(fast(z, batch.labels, batch.alpha), general(z, batch.labels, batch.alpha)):
         np.testing.assert_allclose(f, g, rtol=1e-5, atol=1e-6 * scale)
-
-
-@SETTINGS
-@given(batches(max_classes=10))
-def test_jit_equals_eager(batch):
-    logits, labels, alpha = batch
-    eager = losses.cac_loss(jnp.asarray(logits), jnp.asarray(labels), alpha=alpha)
-    jitted = loss(jnp.asarray(logits), jnp.asarray(labels), alpha=alpha)
-    max_distance = float(jnp.max(general_distances(jnp.asarray(logits), losses.anchors(logits.shape[1], alpha))))
-    for e, j in zip(eager, jitted):
-        np.testing.assert_allclose(e, j, rtol=1e-5, atol=4e-6 * max_distance + 1e-6)
-
-
-@SETTINGS
-@given(batches(max_classes=30), st.data())
-def test_equivariant_under_class_permutation(batch, data):
-    logits, labels, alpha = batch
-    n = logits.shape[1]
-    perm = np.array(data.draw(st.permutations(range(n))))
-    # Class j becomes class perm[j]: logit coordinates, labels and anchor rows move together.
-    permuted_logits = np.empty_like(logits)
-    permuted_logits[:, perm] = logits
-    permuted_anchors = np.empty((n, n), np.float32)
-    permuted_anchors[perm] = (alpha * np.eye(n, dtype=np.float32))[:, np.argsort(perm)]
-    base = loss(jnp.asarray(logits), labels, losses.anchors(n, alpha))
-    moved = loss(jnp.asarray(permuted_logits), perm[labels].astype(np.int32), jnp.asarray(permuted_anchors))
-    max_distance = float(jnp.max(general_distances(jnp.asarray(logits), losses.anchors(n, alpha))))
-    for b, m in zip(base, moved):
-        np.testing.assert_allclose(b, m, rtol=1e-5, atol=4e-6 * max_distance + 1e-6)
 
 
 loss_from_distances = jax.jit(losses.cac_loss_from_distances)
 
 
-@SETTINGS
-@given(batches(max_classes=50), st.floats(-50, 50))
+@kit.SETTINGS
+@given(kit.batches(classes=(2, 3, 7, 10, 31)), st.floats(-50, 50))
 def test_tuplet_term_invariant_to_constant_shift_of_distances(batch, shift):
-    logits, labels, alpha = batch
-    d = fast_distances(jnp.asarray(logits), alpha)
-    _, _, tuplet = loss_from_distances(d, labels)
-    _, _, shifted = loss_from_distances(d + shift, labels)
+    d = fast_distances(jnp.asarray(batch.logits), batch.alpha)
+    _, _, tuplet = loss_from_distances(d, batch.labels)
+    _, _, shifted = loss_from_distances(d + shift, batch.labels)
     np.testing.assert_allclose(tuplet, shifted, rtol=1e-4, atol=1e-5 * (1.0 + float(jnp.max(jnp.abs(d)))))
 
 
@@ -165,24 +92,6 @@ def test_gradient_finite_exactly_on_anchor():
         assert np.all(np.isfinite(grad_d))
 
 
-@pytest.mark.parametrize("fast", [True, False])
-def test_gradient_matches_finite_differences_float64(fast):
-    with jax.enable_x64(True):
-        rng = np.random.default_rng(0)
-        logits = jnp.asarray(rng.normal(size=(4, 6)) * 5, jnp.float64)
-        labels = jnp.asarray([0, 5, 2, 2])
-        anchors = None if fast else losses.anchors(6, 10.0, dtype=jnp.float64)
-        f = lambda z: losses.cac_loss(z, labels, anchors)[0]
-        grad = np.asarray(jax.grad(f)(logits))
-        eps = 1e-6
-        numeric = np.zeros_like(grad)
-        for idx in np.ndindex(*logits.shape):
-            step = jnp.zeros_like(logits).at[idx].set(eps)
-            numeric[idx] = (f(logits + step) - f(logits - step)) / (2 * eps)
-        np.testing.assert_allclose(grad, numeric, rtol=1e-6, atol=1e-8)
-        assert f(logits).dtype == jnp.float64
-
-
 def test_hand_computed_case():
     """N = 2, alpha = 10, z = (10, 0), y = 0: d = (0, sqrt(200)).
     L_A = 0; L_T = log(1 + exp(0 - sqrt(200))); total = 0.1 * 0 + L_T."""
@@ -201,10 +110,9 @@ def test_large_logits_stay_finite_in_float32():
     logits = jnp.array([[1e4, -1e4, 3e3], [-1e4, -1e4, -1e4]], jnp.float32)
     labels = jnp.array([1, 0])
     out = losses.cac_loss(logits, labels)
-    want = reference_cac_loss(np.asarray(logits), [1, 0], 10 * np.eye(3), 0.1)
+    want = kit.ref_cac_loss(np.asarray(logits), [1, 0], 10 * np.eye(3), 0.1)
     assert all(np.isfinite(o) for o in out)
-    for o, w in zip(out, want):
-        assert_close_to_reference(o, w, max_distance=3e4)
+    np.testing.assert_allclose(np.asarray(out, np.float64), want, rtol=2e-5, atol=4e-6 * 3e4)
 
 
 def test_bfloat16_logits_are_upcast():
@@ -232,7 +140,7 @@ def test_bad_input_has_clear_message(call, message):
         call()
 
 
-@SETTINGS
+@kit.SETTINGS
 @given(st.sampled_from([1, 5]), st.sampled_from([2, 7, 31]), st.sampled_from([1, 3, 10]), st.integers(0, 2**32 - 1))
 def test_distance_gradients_match_autodiff_of_the_direct_formula(b, n, m, seed):
     """distances() has a hand-written backward pass (autodiff of the vmapped kernel would materialise a

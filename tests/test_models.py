@@ -19,7 +19,7 @@ def _original_param_count(num_classes, image_size, channels):
 
 @pytest.mark.parametrize("image_size,channels,n", [(32, 3, 6), (32, 1, 6), (64, 3, 20)])
 def test_cac_cnn_matches_original_shapes_and_count(image_size, channels, n):
-    model = models.create_model(model="cac_cnn", method="cac", num_classes=n, image_size=image_size, dropout=0.2)
+    model = models.create_model(model="cac_cnn", head="anchors", num_classes=n, image_size=image_size, dropout=0.2)
     variables = jax.eval_shape(lambda: models.init_variables(model, jax.random.key(0), image_size, channels))
     params = variables["params"]
     assert models.count_params(params) == _original_param_count(n, image_size, channels)
@@ -34,13 +34,13 @@ def test_cac_cnn_matches_original_shapes_and_count(image_size, channels, n):
 
 def test_forward_heads():
     x = jnp.zeros((2, 32, 32, 3))
-    for method, has_dist in (("cac", True), ("cac_learnt", True), ("ce_msp", False)):
-        model = models.create_model(model="cac_cnn", method=method, num_classes=6, image_size=32, dropout=0.2)
+    for head, has_dist in (("anchors", True), ("learnt", True), ("logits", False)):
+        model = models.create_model(model="cac_cnn", head=head, num_classes=6, image_size=32, dropout=0.2)
         variables = models.init_variables(model, jax.random.key(0), 32, 3)
         logits, dist = model.apply(variables, x, train=False)
         assert logits.shape == (2, 6)
         assert (dist is not None) == has_dist
-        if method == "cac_learnt":
+        if head == "learnt":
             np.testing.assert_allclose(variables["params"]["centres"], 10 * np.eye(6))
             assert "anchors" not in variables
         if has_dist:
@@ -49,7 +49,7 @@ def test_forward_heads():
 
 
 def test_initialisation_follows_original():
-    model = models.create_model(model="cac_cnn", method="cac", num_classes=6, image_size=32, dropout=0.2)
+    model = models.create_model(model="cac_cnn", head="anchors", num_classes=6, image_size=32, dropout=0.2)
     params = models.init_variables(model, jax.random.key(1), 32, 3)["params"]
     k = np.asarray(params["encoder"]["Conv_4"]["kernel"])  # 128 -> 128: kaiming fan_out std sqrt(2 / (9 * 128))
     assert abs(k.std() - np.sqrt(2 / (9 * 128))) < 0.05 * np.sqrt(2 / (9 * 128))
@@ -73,7 +73,7 @@ def test_channel_dropout_drops_whole_channels():
 
 
 def test_small_cnn_on_8x8():
-    model = models.create_model(model="small_cnn", method="cac", num_classes=6, image_size=8, dropout=0.2)
+    model = models.create_model(model="small_cnn", head="anchors", num_classes=6, image_size=8, dropout=0.2)
     variables = models.init_variables(model, jax.random.key(0), 8, 1)
     logits, dist = model.apply(variables, jnp.zeros((4, 8, 8, 1)), train=False)
     assert logits.shape == dist.shape == (4, 6)
@@ -81,15 +81,15 @@ def test_small_cnn_on_8x8():
 
 def test_bad_arguments_are_clear():
     with pytest.raises(ValueError, match="image_size=28"):
-        models.create_model(model="cac_cnn", method="cac", num_classes=6, image_size=28, dropout=0.2)
+        models.create_model(model="cac_cnn", head="anchors", num_classes=6, image_size=28, dropout=0.2)
     with pytest.raises(ValueError, match="unknown model"):
-        models.create_model(model="resnet", method="cac", num_classes=6, image_size=32, dropout=0.2)
-    with pytest.raises(ValueError, match="unknown method"):
-        models.create_model(model="cac_cnn", method="openmax", num_classes=6, image_size=32, dropout=0.2)
+        models.create_model(model="resnet", head="anchors", num_classes=6, image_size=32, dropout=0.2)
+    with pytest.raises(ValueError, match="unknown head 'openmax'"):
+        models.create_model(model="cac_cnn", head="openmax", num_classes=6, image_size=32, dropout=0.2)
 
 
-def _classifier32(num_classes=6, method="ce"):
-    return models.create_model(model="classifier32", method=method, num_classes=num_classes, image_size=32,
+def _classifier32(num_classes=6):
+    return models.create_model(model="classifier32", head="logits", num_classes=num_classes, image_size=32,
                                dropout=0.2)
 
 

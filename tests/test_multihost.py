@@ -221,6 +221,38 @@ def test_sweep_across_processes_and_its_resumption(tmp_path):
     assert refused.returncode == 1 and "leave out --parallel" in refused.stdout  # the cause's code, not 3
 
 
+@pytest.mark.slow
+def test_an_objective_of_ones_own_in_a_sweep_across_processes_and_its_report(tmp_path):
+    """README, "Your own loss": my_loss.py, swept over 2 trials beside cac and ce in a job of 2 processes, each
+    importing it, then reported."""
+    from _claims import readme
+
+    (tmp_path / "my_loss.py").write_text(readme()[1]["my_loss.py"])
+    sweep = ["sweep", "--experiment", "digits", "--method", "cac,ce,cac_ce", "--trials", "0,1", "--import",
+             tmp_path / "my_loss.py", "--epochs", "1,1", "--no-progress", "--workdir", tmp_path / "mine"]
+    _launch(sweep, timeout=900)
+    for method in ("cac", "ce", "cac_ce"):
+        for k in (0, 1):
+            results = _results(tmp_path / "mine" / method / f"trial{k}")
+            assert results["runtime"]["process_count"] == 2 and results["config"]["method"] == method
+    report = _cac_jax(["report", tmp_path / "mine"]).stdout  # without --import: it reads results alone
+    assert "| digits | cac_ce | cac | 2 |" in report and "| digits | ce | msp | 2 |" in report, report
+
+
+def test_processes_that_registered_other_objectives_refuse_to_run(tmp_path):
+    (tmp_path / "extra.py").write_text("from cac_jax import objectives\n\n\n@objectives.register\n"
+                                       "class Extra(type(objectives.get('ce'))):\n    name = 'extra_test'\n")
+    workdir = tmp_path / "w"
+    procs = _start(["train", "--no-progress", "--workdir", workdir], tmp_path, "objectives",
+                   extra={1: ["--import", tmp_path / "extra.py"]})
+    codes = [p.wait(timeout=TIMEOUT) for p in procs]
+    assert set(codes) <= {1, distributed.EXIT_PEER_FAILED} and 1 in codes
+    for i in (0, 1):
+        assert re.search(r"different objectives \(registered objectives: process 0 has \{.*\}, process 1 has "
+                         r"\{.*'extra_test'", _log(tmp_path, "objectives", i)), _log(tmp_path, "objectives", i)
+    assert not (workdir / "checkpoints").exists()
+
+
 def test_processes_started_with_different_configs_refuse_to_run(tmp_path):
     workdir = tmp_path / "mixed"
     procs = _start(["train", "--no-progress", "--workdir", workdir], tmp_path, "mixed",

@@ -129,9 +129,9 @@ def test_flags():
     assert not report.shortened({**cfg, "epochs": [200, 50]})[0]
     assert report.shortened({**cfg, "recipe": "vaze2022", "epochs": [100, 0]}) == (True, (600, 0))
     old = {k: v for k, v in cfg.items() if k not in ("recipe", "holdout_val")}  # an earlier version's config
-    assert report.shortened(old) == (False, (150, 50)) and report.deviations(old) == {}
+    assert report.shortened(old) == (False, (150, 50)) and config.recipe_deviations(old) == {}
     assert report.shortened({**cfg, "experiment": "mine"}) == (False, None)  # no recipe to compare with
-    assert report.deviations({**cfg, "experiment": "mine"}) == {}
+    assert config.recipe_deviations({**cfg, "experiment": "mine"}) == {}
     assert not report.data_copy(cfg) and not report.data_copy({**cfg, "npz_path": "mnist.npz"})
     assert report.data_copy({**cfg, "npz_path": "../shared/data/CIFAR10_JPEG.npz"})
 

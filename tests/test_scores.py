@@ -1,4 +1,4 @@
-"""CAC test-time scores against a float64 reference and hand-computed cases."""
+"""CAC test-time scores against the kit's float64 reference (cac_jax.testing) and hand-computed cases."""
 
 import math
 
@@ -8,17 +8,11 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cac_jax import testing as kit
 from cac_jax.core import losses
 from cac_jax.core import cac_score as scores
 
 cac_score = jax.jit(scores.cac_score)
-
-
-def reference_cac_score(logits, anchors):
-    logits, anchors = np.asarray(logits, np.float64), np.asarray(anchors, np.float64)
-    d = np.linalg.norm(logits[:, None, :] - anchors[None], axis=-1)
-    softmin = np.exp(-d) / np.exp(-d).sum(axis=1, keepdims=True)
-    return d * (1 - softmin)
 
 
 @settings(max_examples=30, deadline=None)
@@ -28,7 +22,7 @@ def test_score_matches_float64_reference(n, b, log_scale, seed):
     anchors = rng.normal(size=(n, n)) * 10
     logits = anchors[rng.integers(0, n, b)] + rng.normal(size=(b, n)) * 10.0**log_scale
     got = cac_score(jnp.asarray(logits, jnp.float32), jnp.asarray(anchors, jnp.float32))
-    want = reference_cac_score(logits.astype(np.float32), anchors.astype(np.float32))
+    want = kit.ref_cac_score(logits.astype(np.float32), anchors.astype(np.float32))
     np.testing.assert_allclose(got, want, rtol=2e-4, atol=1e-5 * (1 + want.max()))
     np.testing.assert_array_equal(scores.predict(jnp.asarray(logits, jnp.float32), jnp.asarray(anchors, jnp.float32)),
                                   np.argmin(want, axis=1))

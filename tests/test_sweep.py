@@ -114,11 +114,12 @@ def test_sweep_resumes_without_rerunning_finished_trials(tmp_path, data, monkeyp
 def test_sweep_command_line():
     parse = cli.build_parser().parse_args
     args = parse(["sweep", "--method", "all", "--trials", "0,2", "--epochs", "1,1"])
-    assert args.method == list(config.ALL_OBJECTIVES) and args.trials == [0, 2] and args.experiment == "digits"
-    assert parse(["sweep"]).method == ["cac"] and parse(["sweep"]).trials == [0, 1, 2, 3, 4]
-    assert parse(["sweep", "--method", "cac,ce_msp"]).method == ["cac", "ce_msp"]
-    with pytest.raises(SystemExit):
-        parse(["sweep", "--method", "svm"])
+    assert cli.sweep_methods(args.method) == ["cac", "cac_learnt", "ce"] and args.trials == [0, 2]
+    assert args.experiment == "digits"
+    assert parse(["sweep"]).method == "cac" and parse(["sweep"]).trials == [0, 1, 2, 3, 4]
+    assert cli.sweep_methods(parse(["sweep", "--method", "cac,ce_msp"]).method) == ["cac", "ce_msp"]
+    with pytest.raises(ValueError, match="unknown method.*'svm'.*--import"):
+        cli.sweep_methods("svm")
     assert sweep.default_workdir(config.Config()) == os.path.join("runs", "sweeps", "digits", "cac")
 
 

@@ -14,7 +14,7 @@ torch = pytest.importorskip("torch")
 
 from benchmarks import torch_reference as ref  # noqa: E402
 from cac_jax import cli  # noqa: E402
-from cac_jax import models
+from cac_jax import models, objectives
 from cac_jax.runs import torch_import
 
 WEIGHTS = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "reference", "weights")
@@ -37,7 +37,7 @@ def _trained_like(num_classes=6, image_size=32, channels=3, seed=0) -> dict:
 
 
 def _jax_logits(variables, method, x_nhwc, image_size):
-    model = models.create_model(model="cac_cnn", method=method, num_classes=variables["params"]["classify"]["bias"].shape[0],
+    model = models.create_model(model="cac_cnn", head=objectives.get(method).head, num_classes=variables["params"]["classify"]["bias"].shape[0],
                                 image_size=image_size, dropout=0.2)
     return np.asarray(model.apply(variables, x_nhwc, train=False)[0])
 

@@ -46,7 +46,7 @@ def test_distance_layer_matches_cac_jax():
 @pytest.mark.parametrize("image_size,channels,n", [(32, 3, 6), (64, 3, 20)])
 def test_network_matches_cac_jax(image_size, channels, n):
     net = ref.OpenSetClassifier(n, image_size, channels)
-    model = models.create_model(model="cac_cnn", method="cac", num_classes=n, image_size=image_size, dropout=0.2)
+    model = models.create_model(model="cac_cnn", head="anchors", num_classes=n, image_size=image_size, dropout=0.2)
     variables = jax.eval_shape(lambda: models.init_variables(model, jax.random.key(0), image_size, channels))
     assert ref.count_trainable(net) == models.count_params(variables["params"])
     assert net.anchors.dtype == torch.float64 and "anchors" not in dict(net.named_parameters())

@@ -9,8 +9,8 @@ features then go through every applicable registered score (:mod:`cac_jax.evalua
 compiled program as the forward pass. A score whose fit fails (e.g. OpenMax on a class with a single
 correct image) is reported with its error; the others go on.
 
-The method's own score (:func:`headline_score`: ``cac`` for the CAC objectives, ``msp`` for ``ce`` and
-``ce_msp``, ``max_logit`` for ``ce_max_logit``, ``distance`` for ``ce_distance``) gives the top-level
+The method's own score (:func:`headline_score`: the objective's ``headline``, e.g. ``cac`` for the CAC objectives,
+``msp`` for ``ce`` and ``ce_msp``, ``max_logit`` for ``ce_max_logit``, ``distance`` for ``ce_distance``) gives the top-level
 metrics of ``results.json``; ``results["scores"]`` holds those of every score.
 
 Decisions (:mod:`cac_jax.core.decisions`): the held-out known images (the validation split, or
@@ -37,7 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cac_jax import storage
+from cac_jax import objectives, storage
 from cac_jax.core import cac_score, decisions, metrics
 from cac_jax.data import augment, external, registry, splits
 from cac_jax.evaluation import calibration as calibration_lib
@@ -77,16 +77,9 @@ class EvalOutputs:
     calibration: calibration_lib.Calibration | None = None  # not in scores.npz: calibration.npz holds it
 
 
-HEADLINE = {"cac": "cac", "cac_learnt": "cac", "ce": "msp", "ce_msp": "msp", "ce_max_logit": "max_logit",
-            "ce_distance": "distance"}
-
-
 def headline_score(method: str) -> str:
-    """The score that gives ``method``'s top-level results."""
-    try:
-        return HEADLINE[method]
-    except KeyError:
-        raise ValueError(f"unknown method {method!r}; choose one of {tuple(HEADLINE)}") from None
+    """The score that gives ``method``'s top-level results (its objective's ``headline``, or the shorthand's)."""
+    return objectives.headline(method)
 
 
 @functools.lru_cache(maxsize=None)
@@ -371,7 +364,7 @@ def load_outputs(path: str) -> EvalOutputs:
             kind, name, field = key.split("__")
             (per_score if kind == "score" else external).setdefault(name, {})[field] = arrays.pop(key)
         arrays["method"] = str(arrays["method"])
-        arrays["score"] = str(arrays["score"]) if "score" in arrays else HEADLINE.get(arrays["method"])
+        arrays["score"] = str(arrays["score"]) if "score" in arrays else headline_score(arrays["method"])
         arrays["class_names"] = tuple(str(c) for c in arrays.get("class_names", ()))
         return EvalOutputs(**arrays, scores=per_score, external=external)
     except FileNotFoundError:

@@ -12,7 +12,7 @@ Heads (``head``):
   live in the ``"anchors"`` variable collection, not in ``"params"``, so the optimiser never sees them.
 * ``"learnt"`` (the paper's learnt-centre ablation): the same distances, but the centres are a
   trained parameter ``params["centres"]`` initialised to alpha·I.
-* ``"softmax"`` (cross-entropy baseline): the logits only.
+* ``"logits"`` (cross-entropy baseline): the logits only.
 
 Initialisation follows the original: convolutions kaiming-normal (fan_out, ReLU gain, untruncated),
 BatchNorm scale 1 / bias 0, Linear weight N(0, 0.01²) and bias 0.
@@ -34,11 +34,11 @@ import jax.numpy as jnp
 
 from cac_jax.models import conv
 from cac_jax.core import losses
+from cac_jax.objectives import HEADS
 
 # Channel widths per block; the last conv of each block has stride 2.
 CAC_CNN_WIDTHS = ((64, 64, 128), (128, 128, 128), (128, 128, 128))
 SMALL_CNN_WIDTHS = ((32, 64), (64, 64))
-HEADS = ("anchors", "learnt", "softmax")
 
 _conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")  # kaiming_normal_(fan_out, relu)
 _dense_init = nn.initializers.normal(stddev=0.01)
@@ -92,7 +92,7 @@ class Encoder(nn.Module):
 
 
 class OpenSetClassifier(nn.Module):
-    """Encoder -> Linear(N) -> head. Returns ``(logits, distances)``, distances None for "softmax"; with
+    """Encoder -> Linear(N) -> head. Returns ``(logits, distances)``, distances None for "logits"; with
     ``with_features=True`` ``(logits, distances, features)``, features the flattened encoder output (the
     penultimate activations the linear layer sees)."""
 
@@ -111,7 +111,7 @@ class OpenSetClassifier(nn.Module):
         logits = nn.Dense(self.num_classes, use_bias=not arpl, kernel_init=_torch_linear_init if arpl else _dense_init,
                           bias_init=nn.initializers.zeros, dtype=self.dtype, name="classify")(features).astype(jnp.float32)
         extra = (features,) if with_features else ()
-        if self.head == "softmax":
+        if self.head == "logits":
             return logits, None, *extra
         init = lambda *_: losses.anchors(self.num_classes, self.alpha)  # noqa: E731
         if self.head == "anchors":
@@ -123,20 +123,10 @@ class OpenSetClassifier(nn.Module):
         return logits, losses.distances(logits, centres), *extra
 
 
-def head_for_method(method: str) -> str:
-    """CAC trains against fixed anchors, cac_learnt against learnt centres, ce and ce_* with softmax."""
-    if method == "cac":
-        return "anchors"
-    if method == "cac_learnt":
-        return "learnt"
-    if method == "ce" or method.startswith("ce_"):
-        return "softmax"
-    raise ValueError(f"unknown method {method!r}")
-
-
-def create_model(*, model: str, method: str, num_classes: int, image_size: int, dropout: float,
+def create_model(*, model: str, head: str, num_classes: int, image_size: int, dropout: float,
                  alpha: float = 10.0, dtype: str = "float32") -> OpenSetClassifier:
-    """The network named by ``model`` ("cac_cnn", "classifier32" or "small_cnn") with the head of ``method``."""
+    """The network named by ``model`` ("cac_cnn", "classifier32" or "small_cnn") with ``head`` (one of :data:`HEADS`:
+    a training objective declares its own)."""
     variant = "cac"
     if model == "cac_cnn":
         if image_size not in (32, 64):
@@ -148,10 +138,12 @@ def create_model(*, model: str, method: str, num_classes: int, image_size: int, 
         widths = SMALL_CNN_WIDTHS
     else:
         raise ValueError(f"unknown model {model!r}; choose 'cac_cnn', 'classifier32' or 'small_cnn'")
+    if head not in HEADS:
+        raise ValueError(f"unknown head {head!r}; choose one of {HEADS}")
     if num_classes < 2:
         raise ValueError(f"num_classes must be >= 2, got {num_classes}")
     return OpenSetClassifier(num_classes=num_classes, widths=widths, dropout=dropout,
-                             head=head_for_method(method), alpha=float(alpha), dtype=jnp.dtype(dtype), variant=variant)
+                             head=head, alpha=float(alpha), dtype=jnp.dtype(dtype), variant=variant)
 
 
 def init_variables(model: OpenSetClassifier, key: jax.Array, image_size: int, channels: int) -> dict:

@@ -26,25 +26,24 @@ LOG_FILE = "train.log"
 GPU_MEMORY_SHARED = 0.9
 
 
-def _child(cfg_dict: dict, mem_fraction: float, imports: Sequence[str] = ()) -> None:
-    """Entry point of one trial's process (spawned: no JAX state inherited from the parent): the settings of
-    the ``cac-jax`` command, the modules it was asked to import (scores of one's own), then the trial."""
-    from cac_jax.config import Config
-
-    cfg = Config.from_dict(cfg_dict)
+def _child(cfg_dict: dict, mem_fraction: float, log_path: str) -> None:
+    """Entry point of one trial's process (spawned: no JAX state inherited from the parent): its output to
+    ``log_path``, the settings of the ``cac-jax`` command, the modules the run was made with (the config's
+    ``imports``: an objective or scores of one's own), then the trial."""
     # Output (Python's and XLA's C++ logs alike) goes to the trial's log, not into the parent's console.
-    with open(os.path.join(cfg.resolved_workdir, LOG_FILE), "a") as f:
+    with open(log_path, "a") as f:
         os.dup2(f.fileno(), 1)
         os.dup2(f.fileno(), 2)
     # Read when JAX first starts a GPU backend, which happens below, after this line.
     os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", f"{mem_fraction:.3f}")
     from cac_jax import runtime
+    from cac_jax.config import Config
     from cac_jax.runs import run
 
     runtime.configure()
-    for module in imports:
+    for module in cfg_dict.get("imports", ()):
         run.import_user_module(module)
-
+    cfg = Config.from_dict(cfg_dict)
     run.train_and_report(cfg)
 
 
@@ -83,7 +82,7 @@ class TrialsFailed(RuntimeError):
 
 
 def run_trials(cfgs: Sequence, parallel: int, *, log: Callable[[str], None] = print,
-               poll_seconds: float = 60.0, imports: Sequence[str] = ()) -> dict[int, dict]:
+               poll_seconds: float = 60.0) -> dict[int, dict]:
     """Train and evaluate every config, ``parallel`` at a time, each in a spawned process.
 
     Returns ``{trial: results}`` read from each run's results.json. Raises :class:`TrialsFailed` naming
@@ -100,7 +99,8 @@ def run_trials(cfgs: Sequence, parallel: int, *, log: Callable[[str], None] = pr
             while pending and len(running) < parallel:
                 cfg = pending.pop(0)
                 os.makedirs(cfg.resolved_workdir, exist_ok=True)
-                proc = ctx.Process(target=_child, args=(cfg.to_dict(), share, tuple(imports)), name=f"trial{cfg.trial}")
+                proc = ctx.Process(target=_child, args=(cfg.to_dict(), share, os.path.join(cfg.resolved_workdir, LOG_FILE)),
+                                   name=f"trial{cfg.trial}")
                 proc.start()
                 running[cfg.trial] = (proc, cfg)
                 log(f"{cfg.method} trial {cfg.trial}: training in {cfg.resolved_workdir} (process {proc.pid}, "

@@ -26,6 +26,7 @@ import os
 import numpy as np
 
 from cac_jax import config as config_lib
+from cac_jax import objectives
 from cac_jax import storage
 from cac_jax.data import external
 from cac_jax.evaluation import calibration as calibration_lib
@@ -89,7 +90,7 @@ class Classifier:
         self.score_fn = score_registry.get(self.score_name)
         self.shape = tuple(meta["native_shape"])
         self.mesh = mesh_lib.make_mesh(num_devices or self.cfg.num_devices)
-        self.model = models.create_model(model=self.cfg.model, method=self.cfg.method,
+        self.model = models.create_model(model=self.cfg.model, head=objectives.get(self.cfg.method).head,
                                            num_classes=meta["num_classes"], image_size=meta["image_size"],
                                            dropout=self.cfg.dropout, alpha=self.cfg.alpha, dtype=self.cfg.dtype)
         tx = train_state.make_optimizer(momentum=self.cfg.momentum, weight_decay=self.cfg.weight_decay,

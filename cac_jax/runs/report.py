@@ -25,44 +25,24 @@ final results (:mod:`cac_jax.runs.sweep`). A file that cannot be read is refused
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Sequence
 
 from cac_jax import config as config_lib
-from cac_jax import storage
-from cac_jax.evaluation.evaluate import HEADLINE
+from cac_jax import objectives, storage
 from cac_jax.runs import paper_results
 from cac_jax.runs.sweep import format_pm, summarize, summarize_unknown_sets, trial_decisions
 
 PAPER_TRIALS = 5
 
 
-def _config(config: dict) -> config_lib.Config | None:
-    """The saved config as a Config (fields an earlier version did not write ran as their defaults), or None
-    when it has no recipe to compare with (an unknown experiment)."""
-    names = {f.name for f in dataclasses.fields(config_lib.Config)}
-    try:
-        cfg = config_lib.Config.from_dict({k: v for k, v in config.items() if k in names})
-        config_lib.get_experiment(cfg.experiment)
-    except ValueError:
-        return None
-    return cfg
-
-
-def deviations(config: dict) -> dict:
-    """{field: (the recipe's value, the run's)} of every recipe field the run set otherwise (none without a recipe)."""
-    cfg = _config(config)
-    return {} if cfg is None else config_lib.recipe_deviations(cfg)
-
-
 def shortened(config: dict) -> tuple[bool, tuple[int, ...] | None]:
     """(whether some stage ran fewer epochs than the run's recipe gives, those epochs; None without a recipe)."""
-    cfg = _config(config)
-    if cfg is None:
+    known = config_lib.saved_recipe(config)
+    if known is None:
         return False, None
-    want = tuple(config_lib.recipe_fields(cfg.recipe, cfg.experiment, cfg.dataset, cfg.objective)["epochs"])
-    return any(e < d for e, d in zip(cfg.epochs, want)), want
+    run, want = known
+    return any(e < d for e, d in zip(run["epochs"], want["epochs"])), tuple(want["epochs"])
 
 
 def data_copy(config: dict) -> bool:
@@ -99,7 +79,7 @@ def load_sweep(path: str) -> dict:
 
 def find_sweeps(paths: Sequence[str]) -> list[str]:
     """Each path with a results.json, or else its immediate subdirectories that have one (sorted by the
-    order of config.METHODS, then name)."""
+    order of the registered methods, then name)."""
     found = []
     for p in paths:
         if os.path.isfile(p) or os.path.exists(os.path.join(p, "results.json")):
@@ -110,7 +90,7 @@ def find_sweeps(paths: Sequence[str]) -> list[str]:
         subs = [d for d in os.listdir(p) if os.path.exists(os.path.join(p, d, "results.json"))]
         if not subs:
             raise FileNotFoundError(f"no results.json in {p} or its subdirectories: run `cac-jax sweep` first")
-        order = {m: i for i, m in enumerate(config_lib.METHODS)}
+        order = {m: i for i, m in enumerate(objectives.methods())}
         found += [os.path.join(p, d) for d in sorted(subs, key=lambda d: (order.get(d, len(order)), d))]
     return found
 
@@ -127,10 +107,21 @@ def _metric(stats: dict, key: str) -> str:
     return format_pm(stats["mean"][key], stats["std"].get(key))
 
 
+def _objective(sweep: dict) -> str:
+    """The sweep's objective (older sweeps recorded only the method; a method not registered here stands for itself)."""
+    method = sweep["method"]
+    return sweep.get("objective") or (objectives.get(method).name if method in objectives.methods() else method)
+
+
+def _own_score(sweep: dict) -> str:
+    """The method's own score (older sweeps did not record it)."""
+    method = sweep["method"]
+    return sweep.get("score") or (objectives.headline(method) if method in objectives.methods() else method)
+
+
 def _rows(sweep: dict) -> list[tuple[str, str, dict]]:
     """(objective, score, {"mean", "std"}) of every score of the sweep, the method's own first."""
-    objective = sweep.get("objective") or config_lib.OBJECTIVES.get(sweep["method"], sweep["method"])
-    own = sweep.get("score") or HEADLINE.get(sweep["method"], sweep["method"])
+    objective, own = _objective(sweep), _own_score(sweep)
     scores = sweep.get("scores") or {own: {"mean": sweep["mean"], "std": sweep["std"]}}
     ordered = sorted(scores, key=lambda name: name != own)
     return [(objective, name, scores[name]) for name in ordered]
@@ -161,7 +152,7 @@ def notes(config: dict, trials: int, per_trial: Sequence[dict] = ()) -> list[str
     short, want = shortened(config)
     if short:
         out.append(f"shortened (epochs {_text(config['epochs'])} of {_text(want)})")
-    others = {k: v for k, v in deviations(config).items() if k != "epochs"}
+    others = {k: v for k, v in config_lib.recipe_deviations(config).items() if k != "epochs"}
     if others:
         out.append("differs from the recipe: " + ", ".join(f"{k} {_text(run)} (recipe {_text(want)})"
                                                           for k, (want, run) in others.items()))
@@ -199,12 +190,12 @@ def unknown_sets_table(sweeps: Sequence[dict]) -> list[str]:
     """One row per sweep, set of unknowns from another dataset and score (the method's own first); none without."""
     rows = []
     for sweep in sweeps:
-        own = sweep.get("score") or HEADLINE.get(sweep["method"], sweep["method"])
+        own = _own_score(sweep)
         note = "; ".join(notes(sweep["config"], len(sweep["per_trial"]), sweep["per_trial"])) or "—"
         for set_name, per_score in (sweep.get("unknown_sets") or {}).items():
             for score in sorted(per_score, key=lambda name: name != own):
                 stats = per_score[score]
-                cells = [sweep.get("dataset") or sweep["experiment"], sweep.get("objective") or sweep["method"],
+                cells = [sweep.get("dataset") or sweep["experiment"], _objective(sweep),
                          set_name, score, str(len(sweep["per_trial"])), _metric(stats, "auroc"),
                          _metric(stats, "fpr95"), _metric(stats, "rejected"), note]
                 rows.append("| " + " | ".join(cells) + " |")

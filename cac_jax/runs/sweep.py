@@ -139,7 +139,7 @@ def _reusable_results(cfg: Config, data_fingerprint: Callable[[Config], str], lo
 
 def run_sweep(base: Config, trials: Sequence[int] = DEFAULT_TRIALS, workdir: str | None = None, *,
               load_data: Callable[[Config], object] | None = None, parallel: int = 1,
-              log: Callable[[str], None] = print, imports: Sequence[str] = ()) -> dict:
+              log: Callable[[str], None] = print) -> dict:
     """Train and evaluate ``base`` on every trial (skipping finished ones), then write the sweep's
     results.json, results.md and roc.png into ``workdir``. ``load_data(cfg)`` supplies a trial's data
     (default: the config's own data). ``parallel`` > 1 trains that many trials at once, each in its own
@@ -156,10 +156,10 @@ def run_sweep(base: Config, trials: Sequence[int] = DEFAULT_TRIALS, workdir: str
                          f"processes, one after another (leave out --parallel)")
     workdir = workdir or default_workdir(base)
     with run_lib.hold(workdir):
-        return _run_sweep(base, trials, workdir, load_data=load_data, parallel=parallel, log=log, imports=imports)
+        return _run_sweep(base, trials, workdir, load_data=load_data, parallel=parallel, log=log)
 
 
-def _run_sweep(base, trials, workdir, *, load_data, parallel, log, imports) -> dict:
+def _run_sweep(base, trials, workdir, *, load_data, parallel, log) -> dict:
     from cac_jax.data import loading
     from cac_jax.runs import run as run_lib
     from cac_jax.training import loop as train
@@ -182,8 +182,7 @@ def _run_sweep(base, trials, workdir, *, load_data, parallel, log, imports) -> d
         from cac_jax.runs import parallel_trials
 
         load(cfgs[todo[0]])  # prepares and checks the data once, with one clear error
-        done.update(parallel_trials.run_trials([cfgs[k] for k in todo], parallel, log=log,
-                                                imports=imports))
+        done.update(parallel_trials.run_trials([cfgs[k] for k in todo], parallel, log=log))
     else:
         for k in todo:
             log(f"{base.method} trial {k}: training in {cfgs[k].resolved_workdir}")

@@ -38,10 +38,10 @@ import numpy as np
 import optax
 from tqdm import tqdm
 
-from cac_jax import models
+from cac_jax import models, objectives
 from cac_jax.config import Config, training_fields
 from cac_jax.runtime import distributed, interrupts, timing
-from cac_jax.training import checkpoints, objectives, schedules
+from cac_jax.training import checkpoints, schedules
 from cac_jax.training import mesh as mesh_lib
 from cac_jax.training import state as train_state
 from cac_jax.training.run_log import RunLog
@@ -87,7 +87,7 @@ class Context:
 
 # Config fields that may differ between the processes of one job: local paths and the console (the data
 # they point at must agree: see agree_on_run).
-PER_PROCESS_FIELDS = ("data_dir", "npz_path", "manual_dir", "progress")
+PER_PROCESS_FIELDS = ("data_dir", "npz_path", "manual_dir", "progress", "imports")
 
 
 def load_data(cfg: Config):
@@ -120,18 +120,19 @@ def agree_on_run(cfg: Config, data_fingerprint: str | None = None) -> None:
         return
     if data_fingerprint is None:
         distributed.agree("configs", {k: v for k, v in cfg.to_dict().items() if k not in PER_PROCESS_FIELDS})
+        distributed.agree("objectives", {"registered objectives": objectives.fingerprints()})
     else:
         distributed.agree("data", {"data fingerprint": data_fingerprint})
 
 
 def build_model(cfg: Config, data) -> models.OpenSetClassifier:
-    return models.create_model(model=cfg.model, method=cfg.method, num_classes=data.num_classes,
+    return models.create_model(model=cfg.model, head=objectives.get(cfg.method).head, num_classes=data.num_classes,
                                image_size=data.image_size, dropout=cfg.dropout, alpha=cfg.alpha, dtype=cfg.dtype)
 
 
 def metric_names(method: str) -> list[str]:
-    """The sums the train step accumulates for ``method``."""
-    return ["loss", "correct", "count", "nonfinite"] + (["anchor", "tuplet"] if objectives.is_cac(method) else [])
+    """The sums the train step accumulates for ``method``: its objective's loss terms after the step's own."""
+    return ["loss", "correct", "count", "nonfinite", *objectives.get(method).terms]
 
 
 def zero_metrics(ctx: Context):
@@ -153,11 +154,23 @@ def make_train_step(model, cfg: Config, data, mesh):
     else:
         aug = (("policy", "cac2021"), ("image_size", data.image_size), ("scale_min", data.scale_min),
                ("flip", data.flip), ("rotate", data.rotate), ("mean", tuple(data.mean)), ("std", tuple(data.std)))
-    return _train_step(model, cfg.method, cfg.lbda, cfg.alpha, cfg.label_smoothing, cfg.dtype, aug, mesh)
+    return _train_step(model, objectives.get(cfg.method), loss_settings(cfg), cfg.dtype, aug, mesh)
+
+
+def loss_settings(cfg: Config) -> objectives.Settings:
+    return objectives.Settings(alpha=cfg.alpha, lbda=cfg.lbda, label_smoothing=cfg.label_smoothing)
+
+
+def network_outputs(variables, logits, distances) -> objectives.Outputs:
+    """What an objective sees of a batch: the logits, the distances to the head's centres and those centres."""
+    centres = variables["params"].get("centres")
+    if centres is None and "anchors" in variables:
+        centres = variables["anchors"]["centres"]
+    return objectives.Outputs(logits=logits, distances=distances, centres=centres)
 
 
 @functools.lru_cache(maxsize=None)  # one compilation per process for all stages and resumes
-def _train_step(model, method, lbda, alpha, label_smoothing, dtype, aug, mesh):
+def _train_step(model, objective, settings, dtype, aug, mesh):
     from cac_jax.data import augment
 
     aug, dtype = dict(aug), jnp.dtype(dtype)
@@ -176,9 +189,10 @@ def _train_step(model, method, lbda, alpha, label_smoothing, dtype, aug, mesh):
             variables = {"params": params, "batch_stats": state.batch_stats, **state.constants}
             (logits, dist), updates = state.apply_fn(variables, x, train=True, rngs={"dropout": drop_key},
                                                      mutable=["batch_stats"])
-            loss, terms, correct = objectives.training_loss(method, logits, dist, labels,
-                                                            centres=params.get("centres"), lbda=lbda, alpha=alpha,
-                                                            label_smoothing=label_smoothing)
+            out = network_outputs(variables, logits, dist)
+            loss, terms = objective.loss(out, labels, settings)
+            objectives.check_terms(objective, terms)
+            correct = jnp.sum(objective.predict(out) == labels)
             return loss, (updates["batch_stats"], terms, correct, logits)
 
         (loss, (batch_stats, terms, correct, logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -196,19 +210,22 @@ def _train_step(model, method, lbda, alpha, label_smoothing, dtype, aug, mesh):
 def make_val_step(model, cfg: Config, data, mesh):
     """jit(step)(variables, images_uint8, labels, mask) -> masked sums (loss, correct, count) over all the
     validation batches (arrays (batches, batch, ...) split along the batch)."""
-    return _val_step(model, cfg.method, cfg.dtype, data.image_size, tuple(data.mean), tuple(data.std), mesh)
+    return _val_step(model, objectives.get(cfg.method), cfg.dtype, data.image_size, tuple(data.mean), tuple(data.std), mesh)
 
 
 @functools.lru_cache(maxsize=None)
-def _val_step(model, method, dtype, image_size, mean, std, mesh):
+def _val_step(model, objective, dtype, image_size, mean, std, mesh):
     from cac_jax.data import augment
 
     def step(variables, images, labels, mask):
         def batch_sums(sums, batch):
             x = augment.eval_preprocess(batch[0], image_size=image_size, mean=mean, std=std)
             logits, dist = model.apply(variables, x.astype(jnp.dtype(dtype)), train=False)
-            out = objectives.validation_sums(method, logits, dist, batch[1], batch[2])
-            return {k: sums[k] + out[k] for k in sums}, None
+            out = network_outputs(variables, logits, dist)
+            mask = batch[2].astype(jnp.float32)
+            new = {"loss": jnp.sum(objective.validation_loss(out, batch[1]) * mask),
+                   "correct": jnp.sum((objective.predict(out) == batch[1]) * mask), "count": jnp.sum(mask)}
+            return {k: sums[k] + new[k] for k in sums}, None
 
         zero = {k: jnp.zeros((), jnp.float32) for k in ("loss", "correct", "count")}
         return jax.lax.scan(batch_sums, zero, (images, labels, mask))[0]
@@ -220,8 +237,8 @@ def _val_step(model, method, dtype, image_size, mean, std, mesh):
 def validate(ctx: Context, variables) -> dict:
     sums = jax.device_get(ctx.val_step(variables, *ctx.val_batches))
     count = float(sums["count"])
-    name = "val_anchor_loss" if objectives.is_cac(ctx.cfg.method) else "val_ce_loss"
-    return {name: float(sums["loss"]) / count, "val_accuracy": float(sums["correct"]) / count}
+    return {objectives.get(ctx.cfg.method).validation_name: float(sums["loss"]) / count,
+            "val_accuracy": float(sums["correct"]) / count}
 
 
 @functools.lru_cache(maxsize=None)
@@ -267,9 +284,17 @@ def stage_seed(seed: int, stage: int) -> int:
 
 
 def selection(ctx: Context) -> tuple[str, str | None]:
-    """(metric, mode) that picks a stage's best network (:func:`objectives.selection`), or ("last epoch", None)
+    """(metric, mode) that picks a stage's best network (the objective's ``selection``), or ("last epoch", None)
     without validation images (``holdout_val=False``): the stage's last network is its best."""
-    return objectives.selection(ctx.cfg.method) if len(ctx.data.val) else ("last epoch", None)
+    return objectives.get(ctx.cfg.method).selection if len(ctx.data.val) else ("last epoch", None)
+
+
+def improves(value: float, best: float | None, mode: str) -> bool:
+    """Whether ``value`` beats ``best``: in "min" mode ties go to the later epoch (the original CAC's ``<=``), in
+    "max" mode they do not (its CE script's ``>``)."""
+    if best is None:
+        return True
+    return value <= best if mode == "min" else value > best
 
 
 def _position_meta(ctx: Context, stage: int, start_epoch: int, step: int, best, best_epoch, finished: bool) -> dict:
@@ -367,9 +392,8 @@ def run_stage(ctx: Context, stage: int, state, meta: dict, best_state, log: RunL
         rec = {"kind": "train", "stage": stage, "epoch": epoch + 1, "step": step, "global_step": start_epoch * spe + step,
                "loss": host["loss"] / steps_in_sums, "train_accuracy": host["correct"] / max(host["count"], 1.0),
                "steps_per_sec": steps_in_sums / max(now - t_last, 1e-9)}
-        for k in ("anchor", "tuplet"):
-            if k in host:
-                rec[f"{k}_loss"] = host[k] / steps_in_sums
+        for k in objectives.get(cfg.method).terms:  # the mean of each named term of the loss
+            rec[f"{k}_loss"] = host[k] / steps_in_sums
         if host["nonfinite"] or not np.isfinite(rec["loss"]):
             raise TrainingDiverged(f"non-finite training loss or gradients (mean loss {rec['loss']}) in stage {stage}, "
                                    f"epoch {epoch + 1}, step {step}; stopped. {divergence_advice(ctx, stage, store)}")
@@ -417,7 +441,7 @@ def run_stage(ctx: Context, stage: int, state, meta: dict, best_state, log: RunL
                     raise TrainingDiverged(f"non-finite validation metrics {val} after stage {stage}, epoch "
                                            f"{epoch + 1}; stopped. {divergence_advice(ctx, stage, store)}")
                 value = val[metric]
-                improved = objectives.improves(value, best, mode)
+                improved = improves(value, best, mode)
                 if improved:
                     best, best_epoch = value, epoch + 1
                     with timings.section("checkpoint"):
