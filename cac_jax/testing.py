@@ -12,11 +12,8 @@ registered :class:`cac_jax.objectives.Objective`. A test then reads::
     @kit.SETTINGS
     @given(kit.batches(), kit.seeds())
     def test_my_loss(batch, seed):
-        kit.check_reference(my_loss, my_float64_reference, batch)
-        kit.check_permutation_equivariance(my_loss, batch, seed)
-        kit.check_finite(my_loss, batch)
-        kit.check_gradients(my_loss, batch, seed)
-        kit.check_jit_equals_eager(my_loss, batch)
+        kit.check_loss(my_loss, my_float64_reference, batch, seed)  # or each check alone, e.g.:
+        kit.check_invariance(my_loss, batch, lambda z, y: (z + 3, y), what="logits shifted by 3")
 
 **Strategies**: :func:`batches` (logits at scales 1e-3…1e4, some rows on or near their class's anchor, labels,
 the anchor magnitude alpha), :func:`anchor_matrices` (alpha·I or perturbed centres), :func:`seeds` (for class
@@ -28,7 +25,8 @@ permutations and directions, :func:`permutation`).
 **Checks** (each raises AssertionError saying what failed): :func:`check_reference`,
 :func:`check_permutation_equivariance`, :func:`check_invariance`, :func:`check_finite` (values and gradients in
 float32), :func:`check_gradients` (against float64 central differences), :func:`check_batch_independence` (a
-score's value for an image does not depend on the rest of the batch), :func:`check_jit_equals_eager`.
+score's value for an image does not depend on the rest of the batch), :func:`check_jit_equals_eager`; and
+:func:`check_loss` and :func:`check_score`, each every check that applies.
 
 Tolerances scale with the batch's largest distance between a logit vector and an anchor (:attr:`Batch.magnitude`):
 float32 distances carry about one ulp of it, and so does anything computed from them.
@@ -209,8 +207,9 @@ def _assert_close(what: str, got, want, rtol: float, atol: float) -> None:
         bad = ~np.isclose(g, w, rtol=rtol, atol=atol)
         if np.any(bad):
             where = tuple(int(k) for k in np.argwhere(bad)[0]) if g.ndim else ()
-            raise AssertionError(f"{what}: output {i}{list(where) if where else ''} is {g[where]!r}, expected "
-                                 f"{w[where]!r} (rtol {rtol:g}, atol {atol:.3g}; {int(bad.sum())} of {bad.size} differ)")
+            raise AssertionError(f"{what}: output {i}{list(where) if where else ''} is {g[where].item()!r}, expected "
+                                 f"{w[where].item()!r} (rtol {rtol:g}, atol {atol:.3g}; {int(bad.sum())} of {bad.size} "
+                                 f"differ)")
 
 
 def check_reference(fn: Callable, reference: Callable, batch: Batch, *, rtol: float = 2e-5,
@@ -321,7 +320,31 @@ def check_jit_equals_eager(fn: Callable, batch: Batch, *, rtol: float = 1e-5, at
     _assert_close("jitted against eager", _jitted(fn)(z, y), fn(z, y), rtol, _tolerance(batch, atol))
 
 
+def check_loss(fn: Callable, reference: Callable | None, batch: Batch, seed: int) -> None:
+    """Every check that applies to a loss, at the default tolerances: :func:`check_reference` (unless ``reference``
+    is None), :func:`check_permutation_equivariance`, :func:`check_finite`, :func:`check_gradients`,
+    :func:`check_jit_equals_eager`."""
+    if reference is not None:
+        check_reference(fn, reference, batch)
+    check_permutation_equivariance(fn, batch, seed)
+    check_finite(fn, batch)
+    check_gradients(fn, batch, seed)
+    check_jit_equals_eager(fn, batch)
+
+
+def check_score(fn: Callable, reference: Callable | None, batch: Batch, seed: int, *, rtol: float = 2e-4) -> None:
+    """Every check that applies to an open-set score, ``fn(logits, labels) -> (B,)``: :func:`check_reference` (unless
+    ``reference`` is None; at ``rtol``), :func:`check_permutation_equivariance`, :func:`check_batch_independence`,
+    :func:`check_finite`, :func:`check_jit_equals_eager`."""
+    if reference is not None:
+        check_reference(fn, reference, batch, rtol=rtol)
+    check_permutation_equivariance(fn, batch, seed)
+    check_batch_independence(fn, batch, seed)
+    check_finite(fn, batch)
+    check_jit_equals_eager(fn, batch)
+
+
 __all__ = ["ALPHAS", "BATCH_SIZES", "Batch", "CLASS_COUNTS", "SETTINGS", "anchor_matrices", "batches",
            "check_batch_independence", "check_finite", "check_gradients", "check_invariance",
-           "check_jit_equals_eager", "check_permutation_equivariance", "check_reference", "objective_loss",
+           "check_jit_equals_eager", "check_loss", "check_permutation_equivariance", "check_reference", "check_score", "objective_loss",
            "permutation", "permuted", "ref_cac_loss", "ref_cac_score", "ref_cross_entropy", "ref_distances", "seeds"]

@@ -40,11 +40,7 @@ def _reference(batch):
 @given(batch=kit.batches(), seed=kit.seeds())
 def test_loss_against_the_float64_reference_with_every_check(path, batch, seed):
     loss = functools.partial(PATHS[path], alpha=batch.alpha)
-    kit.check_reference(loss, _reference(batch), batch)
-    kit.check_permutation_equivariance(loss, batch, seed)
-    kit.check_finite(loss, batch)
-    kit.check_gradients(loss, batch, seed)
-    kit.check_jit_equals_eager(loss, batch)
+    kit.check_loss(loss, _reference(batch), batch, seed)
     assert all(float(t) >= 0 for t in loss(jnp.asarray(batch.logits), batch.labels))
 
 

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-import sys
 from typing import Any, ClassVar, NamedTuple
 
 import jax.numpy as jnp
