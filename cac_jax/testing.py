@@ -16,8 +16,8 @@ registered :class:`cac_jax.objectives.Objective`. A test then reads::
         kit.check_invariance(my_loss, batch, lambda z, y: (z + 3, y), what="logits shifted by 3")
 
 **Strategies**: :func:`batches` (logits at scales 1e-3…1e4, some rows on or near their class's anchor, labels,
-the anchor magnitude alpha), :func:`anchor_matrices` (alpha·I or perturbed centres), :func:`seeds` (for class
-permutations and directions, :func:`permutation`).
+the anchor magnitude alpha), :func:`anchor_matrices` (alpha·I or perturbed centres), :func:`class_permutations`,
+and :func:`seeds` (for :func:`permutation` and the random directions of the gradient check).
 
 **References**, float64, written from the formulas with loops (not from cac-jax's code): :func:`ref_distances`,
 :func:`ref_cac_loss` (Miller et al. 2021, eqs. 1-4), :func:`ref_cac_score` (eq. 5), :func:`ref_cross_entropy`.
@@ -102,6 +102,11 @@ def anchor_matrices(draw, n: int, alphas=ALPHAS) -> np.ndarray:
 def seeds():
     """Seeds for :func:`permutation` and the random directions of :func:`check_gradients`."""
     return st.integers(0, 2**32 - 1)
+
+
+def class_permutations(n: int):
+    """Permutations of the n classes, as arrays (class j becomes class perm[j]); the checks also take a seed."""
+    return st.permutations(range(n)).map(np.array)
 
 
 def permutation(n: int, seed: int) -> np.ndarray:
@@ -220,11 +225,15 @@ def check_reference(fn: Callable, reference: Callable, batch: Batch, *, rtol: fl
     _assert_close("against the reference", got, want, rtol, _tolerance(batch, atol))
 
 
-def check_permutation_equivariance(fn: Callable, batch: Batch, seed: int, *, rtol: float = 1e-5,
+def check_permutation_equivariance(fn: Callable, batch: Batch, perm_or_seed, *, rtol: float = 1e-5,
                                    atol: float | None = None) -> None:
-    """Renaming the classes (:func:`permuted`) changes nothing: a loss, or a score's values, are the same. A
-    function that treats some class apart (forgets it, or weighs it otherwise) fails."""
-    perm = permutation(batch.logits.shape[1], seed)
+    """Renaming the classes by a permutation (an array, e.g. from :func:`class_permutations`, or a seed for
+    :func:`permutation`; :func:`permuted`) changes nothing: a loss, or a score's values, are the same. A function
+    that treats some class apart (forgets it, or weighs it otherwise) fails."""
+    n = batch.logits.shape[1]
+    perm = permutation(n, perm_or_seed) if np.ndim(perm_or_seed) == 0 else np.asarray(perm_or_seed)
+    if sorted(perm.tolist()) != list(range(n)):
+        raise ValueError(f"not a permutation of the {n} classes: {perm.tolist()}")
     moved = permuted(batch, perm)
     f = _jitted(fn)
     _assert_close(f"after renaming the classes by {perm.tolist()[:12]}", f(jnp.asarray(moved.logits), moved.labels),
@@ -345,6 +354,7 @@ def check_score(fn: Callable, reference: Callable | None, batch: Batch, seed: in
 
 
 __all__ = ["ALPHAS", "BATCH_SIZES", "Batch", "CLASS_COUNTS", "SETTINGS", "anchor_matrices", "batches",
+           "class_permutations",
            "check_batch_independence", "check_finite", "check_gradients", "check_invariance",
            "check_jit_equals_eager", "check_loss", "check_permutation_equivariance", "check_reference", "check_score", "objective_loss",
            "permutation", "permuted", "ref_cac_loss", "ref_cac_score", "ref_cross_entropy", "ref_distances", "seeds"]

@@ -169,15 +169,17 @@ def headline(method: str) -> str:
 
 
 def fingerprints() -> dict[str, str]:
-    """{name: the first 12 hex digits of the SHA-256 of its class's source} of every registered objective, so that the
-    processes of a job can check that they train the same ones (the same name from another version of a file is
-    not the same objective)."""
+    """{name: the first 12 hex digits of the SHA-256 of its class's source and its bases'} of every registered
+    objective, so that the processes of a job can check that they train the same ones (the same name from another
+    version of a file is not the same objective)."""
     out = {}
     for name, objective in _REGISTRY.items():
-        try:
-            text = inspect.getsource(type(objective))
-        except (OSError, TypeError):  # defined interactively: its name is all there is
-            text = type(objective).__qualname__
+        text = ""
+        for cls in (c for c in type(objective).__mro__ if c not in (Objective, object)):
+            try:
+                text += inspect.getsource(cls)
+            except (OSError, TypeError):  # defined interactively: its name is all there is
+                text += cls.__qualname__
         out[name] = hashlib.sha256(text.encode()).hexdigest()[:12]
     return out
 
