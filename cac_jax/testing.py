@@ -341,16 +341,18 @@ def check_loss(fn: Callable, reference: Callable | None, batch: Batch, seed: int
     check_jit_equals_eager(fn, batch)
 
 
-def check_score(fn: Callable, reference: Callable | None, batch: Batch, seed: int, *, rtol: float = 2e-4) -> None:
+def check_score(fn: Callable, reference: Callable | None, batch: Batch, seed: int, *, rtol: float = 2e-4,
+                atol: float | None = None) -> None:
     """Every check that applies to an open-set score, ``fn(logits, labels) -> (B,)``: :func:`check_reference` (unless
     ``reference`` is None; at ``rtol``), :func:`check_permutation_equivariance`, :func:`check_batch_independence`,
-    :func:`check_finite`, :func:`check_jit_equals_eager`."""
+    :func:`check_finite`, :func:`check_jit_equals_eager`; ``atol`` (default: :attr:`Batch.magnitude`'s) for every
+    comparison, as the score's float32 error may grow faster than the logits' magnitude."""
     if reference is not None:
-        check_reference(fn, reference, batch, rtol=rtol)
-    check_permutation_equivariance(fn, batch, seed)
-    check_batch_independence(fn, batch, seed)
+        check_reference(fn, reference, batch, rtol=rtol, atol=atol)
+    check_permutation_equivariance(fn, batch, seed, atol=atol)
+    check_batch_independence(fn, batch, seed, atol=atol)
     check_finite(fn, batch)
-    check_jit_equals_eager(fn, batch)
+    check_jit_equals_eager(fn, batch, atol=atol)
 
 
 __all__ = ["ALPHAS", "BATCH_SIZES", "Batch", "CLASS_COUNTS", "SETTINGS", "anchor_matrices", "batches",
