@@ -204,7 +204,8 @@ def _check_method(method: str, imports: tuple[str, ...]) -> None:
     if method in objectives.methods():
         return
     if imports:
-        hint = f"this run was made with --import {' --import '.join(imports)}: give the same to this command"
+        hint = (f"the config names --import {' --import '.join(imports)}: give the same to this command (and check "
+                f"that it registers {method!r})")
     else:
         hint = "an objective of your own: --import the module or .py file that registers it (cac_jax.objectives.register)"
     raise UnregisteredMethod(f"method={method!r} is not a registered objective ({', '.join(objectives.methods())}); "

@@ -26,6 +26,7 @@ the linear layer PyTorch's default U(±1/sqrt(128)).
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import flax.linen as nn
@@ -123,6 +124,9 @@ class OpenSetClassifier(nn.Module):
         return logits, losses.distances(logits, centres), *extra
 
 
+# Cached: the train state holds ``model.apply``, and bound methods compare their module by identity, so an equal
+# but new module (a resumed run, the next trial of a sweep in the same process) would compile the train step again.
+@functools.lru_cache(maxsize=None)
 def create_model(*, model: str, head: str, num_classes: int, image_size: int, dropout: float,
                  alpha: float = 10.0, dtype: str = "float32") -> OpenSetClassifier:
     """The network named by ``model`` ("cac_cnn", "classifier32" or "small_cnn") with ``head`` (one of :data:`HEADS`:

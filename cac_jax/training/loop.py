@@ -154,11 +154,8 @@ def make_train_step(model, cfg: Config, data, mesh):
     else:
         aug = (("policy", "cac2021"), ("image_size", data.image_size), ("scale_min", data.scale_min),
                ("flip", data.flip), ("rotate", data.rotate), ("mean", tuple(data.mean)), ("std", tuple(data.std)))
-    return _train_step(model, objectives.get(cfg.method), loss_settings(cfg), cfg.dtype, aug, mesh)
-
-
-def loss_settings(cfg: Config) -> objectives.Settings:
-    return objectives.Settings(alpha=cfg.alpha, lbda=cfg.lbda, label_smoothing=cfg.label_smoothing)
+    settings = objectives.Settings(alpha=cfg.alpha, lbda=cfg.lbda, label_smoothing=cfg.label_smoothing)
+    return _train_step(model, objectives.get(cfg.method), settings, cfg.dtype, aug, mesh)
 
 
 def network_outputs(variables, logits, distances) -> objectives.Outputs:
