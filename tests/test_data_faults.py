@@ -214,10 +214,10 @@ def test_data_damaged_again_after_preparing_are_refused(tmp_path, data_dir, monk
     make_npz(tmp_path / "mnist.npz")
     sources.read_npz(tmp_path / "mnist.npz", "train", data_dir=data_dir)
 
-    def damaged(source, keyed_by_index):
+    def damaged(builder, split):
         raise RuntimeError("Corrupted Riegeli/records file: chunk data hash mismatch\nmore lines")
 
-    monkeypatch.setattr(sources, "_read_all", damaged)
+    monkeypatch.setattr(sources, "_read_own", damaged)
     with pytest.warns(storage.CacJaxWarning), pytest.raises(ValueError) as e:
         sources.read_npz(tmp_path / "mnist.npz", "train", data_dir=data_dir)
     (version_dir,) = glob.glob(os.path.join(data_dir, "cac_local_npz", "*", "1.0.0"))

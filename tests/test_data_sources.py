@@ -1,5 +1,6 @@
 """Sources read through TFDS (npz builder, digits, Tiny ImageNet builder, built-in) and load_open_set."""
 
+import glob
 import io
 import json
 import os
@@ -43,6 +44,19 @@ def test_npz_roundtrip_keeps_order(tmp_path, data_dir):
         assert out.images.dtype == np.uint8 and out.images.shape[1:] == (28, 28, 1)
         np.testing.assert_array_equal(out.images[..., 0], arrays[f"x_{split}"])
         np.testing.assert_array_equal(out.labels, arrays[f"y_{split}"].reshape(-1))
+
+
+def test_our_records_decoded_directly_equal_tfds_decoding(tmp_path, data_dir):
+    make_npz(tmp_path / "mnist.npz", n_train=70, n_test=3)
+    sources.read_npz(tmp_path / "mnist.npz", "train", data_dir=data_dir)  # prepares
+    (version_dir,) = glob.glob(os.path.join(data_dir, "cac_local_npz", "*", "1.0.0"))
+    builder = tfds.builder_from_directory(version_dir)
+    images, labels = sources._read_own(builder, "train")
+    generic = list(builder.as_data_source()["train"])
+    order = np.argsort([ex["index"] for ex in generic], kind="stable")
+    np.testing.assert_array_equal(images, np.stack([generic[i]["image"] for i in order]))
+    np.testing.assert_array_equal(labels, [generic[i]["label"] for i in order])
+    assert images.dtype == np.uint8 and labels.dtype == np.int64
 
 
 def test_npz_prepared_once_and_changed_file_is_reprepared(tmp_path, data_dir, monkeypatch):

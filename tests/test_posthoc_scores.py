@@ -202,19 +202,38 @@ def test_knn_against_loops_with_ties_and_zero_distances(seed, k):
 
 
 @SETTINGS
-@given(seed=st.integers(0, 2**31), n=st.integers(1, 300), rows=st.integers(1, 300), scale=st.sampled_from([1, 1000]))
-def test_the_kth_neighbour_by_bisection_is_top_ks(seed, n, rows, scale):
-    """The selection kernel against lax.top_k, every k, query counts that do and do not fill its blocks. Integer
-    vectors keep the similarities exact whatever the order of summation; at scale 1 most of them tie, and zeros,
-    negatives and -0.0 occur."""
+@given(seed=st.integers(0, 2**31), n=st.integers(1, 300), rows=st.integers(1, 300), scale=st.sampled_from([1, 1000]),
+       group=st.sampled_from([1, 2, 5, knn.GROUP]))
+def test_the_kth_neighbour_by_bisection_is_top_ks(seed, n, rows, scale, group):
+    """The selection kernel against lax.top_k, every k, query counts that do and do not fill its blocks, groups of
+    the candidate filter small enough to be used (and, at scale 1, ties between group maxima that make a block fall
+    back to the whole bank). Integer vectors keep the similarities exact whatever the order of summation; at scale
+    1 most of them tie, and zeros, negatives and -0.0 occur."""
     rng = np.random.default_rng(seed)
     queries = np.round(rng.normal(size=(rows, 4)) * scale).astype(np.float32)
     bank = np.round(rng.normal(size=(n, 4)) * scale).astype(np.float32) * np.float32(-1.0 if seed % 2 else 1.0)
     k = int(rng.integers(1, n + 1))
-    got = np.asarray(knn.kth_largest_index(jnp.asarray(queries), jnp.asarray(bank), k))
+    got = np.asarray(knn.kth_largest_index(jnp.asarray(queries), jnp.asarray(bank), k, group=group))
     similarities = queries @ bank.T
     values, _ = jax.lax.top_k(jnp.asarray(similarities), k)
     np.testing.assert_array_equal(similarities[np.arange(rows), got], np.asarray(values)[:, k - 1])
+    first = np.argmax(similarities == np.asarray(values)[:, k - 1:k], axis=1)
+    np.testing.assert_array_equal(got, first)  # among equal values the first, filtered or not
+
+
+def test_the_candidate_filter_is_used_and_its_fallback_too():
+    """On distinct similarities the filtered search runs; where the (k+1)-th group maximum ties the k-th, the
+    block is searched whole; both give top_k's neighbour."""
+    rng = np.random.default_rng(0)
+    bank = rng.normal(size=(64, 8)).astype(np.float32)
+    queries = rng.normal(size=(5, 8)).astype(np.float32)
+    tied = np.concatenate([bank, bank])  # every group maximum occurs twice (groups of 1)
+    for b in (bank, tied):
+        got = np.asarray(knn.kth_largest_index(jnp.asarray(queries), jnp.asarray(b), 3, group=1))
+        s = queries @ b.T
+        np.testing.assert_array_equal(s[np.arange(5), got], -np.sort(-s, axis=1)[:, 2])
+    text = jax.jit(lambda q, b: knn.kth_largest_index(q, b, 3, group=1)).lower(queries, bank).as_text()
+    assert "top_k" in text or "topk" in text.lower()
 
 
 def test_knn_default_k_is_50():
