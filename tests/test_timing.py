@@ -33,6 +33,20 @@ def test_sections_are_exclusive_and_compilation_is_taken_out():
     assert t.compilations == before
 
 
+def test_the_module_level_section_charges_the_active_timings_and_nothing_without_one():
+    with timing.section("untimed"):  # no active Timings: runs, records nowhere
+        pass
+    t = timing.Timings()
+    with t.active():
+        with t.section("outer"):
+            with timing.section("inner"):
+                time.sleep(0.02)
+    assert t.seconds["inner"] >= 0.02 and t.seconds["outer"] < 0.02 and "untimed" not in t.seconds
+    with timing.section("after"):
+        pass
+    assert "after" not in t.seconds
+
+
 @pytest.mark.parametrize("value, expected", [
     ("off", None), ("OFF", None), ("/some/where", "/some/where"),
 ])

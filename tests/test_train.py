@@ -36,7 +36,8 @@ def test_run_end_to_end_writes_results(tmp_path, data):
     assert on_disk["runtime"]["backend"] == "cpu" and on_disk["runtime"]["jax"] == jax.__version__
     assert json.loads((tmp_path / "w" / "config.json").read_text())["epochs"] == [2, 1]
     timings = results["timings"]
-    sections = ("setup", "data", "train", "validate", "checkpoint", "evaluate", "outputs", "compile", "other")
+    sections = ("setup", "data", "train", "validate", "checkpoint", "evaluate", "eval_fit_pass", "eval_fits",
+                "eval_scored_passes", "outputs", "compile", "other")
     assert all(timings[k] >= 0 for k in sections) and timings["train"] > 0
     assert sum(timings[k] for k in sections) == pytest.approx(timings["total"], abs=0.02)
     assert on_disk["timings"] == timings and results["total_seconds"] == timings["total"]

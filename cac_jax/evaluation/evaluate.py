@@ -42,7 +42,7 @@ from cac_jax.core import cac_score, decisions, metrics
 from cac_jax.data import augment, external, registry, splits
 from cac_jax.evaluation import calibration as calibration_lib
 from cac_jax.evaluation import scores as score_registry
-from cac_jax.runtime import interrupts
+from cac_jax.runtime import interrupts, timing
 from cac_jax.training import mesh as mesh_lib
 
 NO_FLIP_DATASETS = ("mnist", "svhn", "digits")
@@ -225,24 +225,27 @@ def compute_outputs(model, variables, data, cfg, mesh) -> tuple[EvalOutputs, dic
     held_out, source = calibration_images(data, cfg)
     others = {name: external.read(src, native_shape(data), data_dir=cfg.data_dir)
               for name, src in external.check_named(cfg.unknowns)}
-    train = fit_set(model, variables, data, mesh=mesh, flip=anchor_flip(cfg, data.dataset),
-                    batch_size=cfg.eval_batch_size)
+    with timing.section("eval_fit_pass"):
+        train = fit_set(model, variables, data, mesh=mesh, flip=anchor_flip(cfg, data.dataset),
+                        batch_size=cfg.eval_batch_size)
     headline = headline_score(cfg.method)
     fitted, errors = {}, {}
-    for score in score_registry.applicable():
-        try:
-            fitted[score.name] = score_registry.as_float32(score.fit(train))
-        except ValueError as e:
-            errors[score.name] = str(e)
+    with timing.section("eval_fits"):
+        for score in score_registry.applicable():
+            try:
+                fitted[score.name] = score_registry.as_float32(score.fit(train))
+            except ValueError as e:
+                errors[score.name] = str(e)
     if headline in errors:
         raise ValueError(f"the {headline} score of method {cfg.method} cannot be fitted: {errors[headline]}")
     chosen = tuple(s for s in score_registry.applicable() if s.name in fitted)
-    kw = dict(mesh=mesh, image_size=data.image_size, mean=data.mean, std=data.std, batch_size=cfg.eval_batch_size,
-              score_set=chosen, fitted=mesh_lib.replicate(mesh, fitted))
-    known_logits, known = forward(model, variables, data.test_known.images, **kw)
-    unknown_logits, unknown = forward(model, variables, data.test_unknown.images, **kw)
-    held = forward(model, variables, held_out, **kw)[1] if held_out is not None else None
-    outside = {name: forward(model, variables, s.images, **kw)[1] for name, s in others.items()}
+    with timing.section("eval_scored_passes"):
+        kw = dict(mesh=mesh, image_size=data.image_size, mean=data.mean, std=data.std,
+                  batch_size=cfg.eval_batch_size, score_set=chosen, fitted=mesh_lib.replicate(mesh, fitted))
+        known_logits, known = forward(model, variables, data.test_known.images, **kw)
+        unknown_logits, unknown = forward(model, variables, data.test_unknown.images, **kw)
+        held = forward(model, variables, held_out, **kw)[1] if held_out is not None else None
+        outside = {name: forward(model, variables, s.images, **kw)[1] for name, s in others.items()}
     per_score = {name: {"known_pred": np.asarray(known[name][0]),
                         "known_scores": np.asarray(known[name][1], np.float64),
                         "unknown_pred": np.asarray(unknown[name][0]),

@@ -1,7 +1,8 @@
 """Where a run's time goes: exclusive wall-clock sections, with JAX's compilation counted apart.
 
 A :class:`Timings` is active while its ``with timings.active():`` block runs; ``with timings.section(name):``
-charges the wall time spent in it to ``name``. Compilation (tracing, lowering, XLA compilation or reading
+charges the wall time spent in it to ``name``, and so does ``with timing.section(name):`` anywhere below the
+command (evaluation's own steps), which charges the active one, or nothing when none is. Compilation (tracing, lowering, XLA compilation or reading
 the persistent compilation cache) is reported by JAX's monitoring events as it happens; it is charged to
 ``compile`` and taken out of the section it happened in, so the sections never overlap and add up to the
 time spent inside them. Work JAX dispatches asynchronously (on an accelerator) is charged to the section
@@ -14,12 +15,14 @@ executables read from it.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import time
 
 _COMPILE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration", "/jax/core/compile/jaxpr_to_mlir_module_duration",
                    "/jax/core/compile/backend_compile_duration")
 _BACKEND_EVENT = "/jax/core/compile/backend_compile_duration"
 _CACHE_HIT_EVENT = "/jax/compilation_cache/cache_hits"
+_ACTIVE: contextvars.ContextVar = contextvars.ContextVar("cac_jax_timings", default=None)
 
 
 class Timings:
@@ -53,9 +56,11 @@ class Timings:
 
         monitoring.register_event_duration_secs_listener(self._on_duration)
         monitoring.register_event_listener(self._on_event)
+        token = _ACTIVE.set(self)
         try:
             yield self
         finally:
+            _ACTIVE.reset(token)
             monitoring.unregister_event_duration_listener(self._on_duration)
             monitoring.unregister_event_listener(self._on_event)
 
@@ -81,6 +86,17 @@ class Timings:
         out["compilations"] = self.compilations
         out["compile_cache_hits"] = self.cache_hits
         return out
+
+
+@contextlib.contextmanager
+def section(name: str):
+    """``Timings.section(name)`` of the active :class:`Timings`; without one, the block runs untimed."""
+    active = _ACTIVE.get()
+    if active is None:
+        yield
+        return
+    with active.section(name):
+        yield
 
 
 def summary(timings: dict) -> str:
