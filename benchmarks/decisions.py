@@ -190,8 +190,9 @@ def timing(dataset, npz, trainval, unknowns, out, weights, repeats: int = 2) -> 
     best = {key: min(r[key] for r in rounds) for key in ("eval_s", "forward_only_s", "pytorch_harness_s")}
     return {"eval_first_s": first, "eval_warm_s": best["eval_s"], "images_through_network": images_through,
             "forward_only_s": best["forward_only_s"], "eval_over_forward": best["eval_s"] / best["forward_only_s"],
-            "pytorch_harness_s": best["pytorch_harness_s"], "harness_images": len(data.train.images) * (2 if flip else 1)
-            + len(data.test_known) + len(data.test_unknown), "best_of": repeats, "rounds": rounds,
+            "pytorch_harness_s": best["pytorch_harness_s"],
+            "harness_images": fit_images + len(data.test_known) + len(data.test_unknown), "best_of": repeats,
+            "rounds": rounds,
             "predict": {"images": len(images), "cold_s": times[0], "warm_s": times[1],
                         "images_per_s_warm": len(images) / times[1], "images_per_s_cold": len(images) / times[0],
                         "programs_compiled": clf.programs_compiled()}}

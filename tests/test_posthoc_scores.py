@@ -221,9 +221,10 @@ def test_the_kth_neighbour_by_bisection_is_top_ks(seed, n, rows, scale, group):
     np.testing.assert_array_equal(got, first)  # among equal values the first, filtered or not
 
 
-def test_the_candidate_filter_is_used_and_its_fallback_too():
-    """On distinct similarities the filtered search runs; where the (k+1)-th group maximum ties the k-th, the
-    block is searched whole; both give top_k's neighbour."""
+def test_the_candidate_filter_is_in_the_program_and_a_tie_at_its_boundary_is_still_exact():
+    """The filtered search is compiled in (its sort of the group maxima); on distinct similarities, and where every
+    group maximum occurs twice (so the (k+1)-th ties the k-th and the block must be searched whole), the result is
+    top_k's neighbour."""
     rng = np.random.default_rng(0)
     bank = rng.normal(size=(64, 8)).astype(np.float32)
     queries = rng.normal(size=(5, 8)).astype(np.float32)

@@ -14,8 +14,8 @@ source             read from                                          image shap
 =================  =================================================  ===========================
 
 Every path is ``builder.as_data_source()[split]`` → batched ``__getitems__`` reads → one uint8
-array (our builders' records decoded directly, :func:`_read_own`). Nothing here downloads: built-in TFDS datasets must already be prepared in array_record
-format (``tfds build mnist --file_format=array_record``), else a FileNotFoundError says how.
+array (our builders' records decoded directly, :func:`_read_own`). Nothing here downloads: built-in TFDS
+datasets must already be prepared in array_record format (``tfds build mnist --file_format=array_record``), else a FileNotFoundError says how.
 
 Data directories: ``data_dir`` if given; otherwise our builders use ``$CAC_JAX_DATA_DIR`` or
 ``~/.cache/cac_jax/tensorflow_datasets``, and the built-in TFDS datasets TFDS's own default
@@ -163,7 +163,8 @@ def _read_own(builder, split: str) -> tuple[np.ndarray, np.ndarray]:
             feature = parse(record).features.feature
             pixels = feature["image"].int64_list.value
             if len(pixels) != size:
-                raise ValueError(f"example {i} holds {len(pixels)} pixel values where its image shape {shape} needs {size}")
+                raise ValueError(f"example {i} holds {len(pixels)} pixel values where its image shape {shape} "
+                                 f"needs {size}")
             images[i] = pixels
             labels[i] = feature["label"].int64_list.value[0]
             index[i] = feature["index"].int64_list.value[0]

@@ -15,8 +15,8 @@ float bits (32 counting passes), and only among the candidates that can hold it:
 similarity is at least t and lies in the groups whose maximum reaches t. The k + 1 groups with the largest maxima
 hold all of those unless the (k + 1)-th maximum ties the k-th; a block of queries where one does is searched
 over the whole bank. 512 queries against a bank of 29,294 x 2,048 on a 2-core AVX2 CPU: the similarity product
-alone 0.38-0.39 s; with the filtered search 0.40-0.45 s; counting over the whole bank 0.55-0.68 s (before: 1.3x
-to 1.8x the product, now 1.05x to 1.15x).
+alone 0.38-0.39 s; with the filtered search 0.40-0.45 s; counting over the whole bank 0.55-0.68 s (before: 1.4x
+to 1.8x the product, now 1.05x to 1.16x).
 """
 
 from __future__ import annotations
