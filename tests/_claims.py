@@ -398,6 +398,9 @@ REGISTRY: dict[str, Claim] = {
     "python -m benchmarks.loss_scaling": Claim(
         run="+ --classes 10 100 --batch 128 --repeats 2", why="2 sizes, 2 repeats (the full sweep takes 80 s)",
         expect=("runs/benchmarks/loss_scaling.json",)),
+    "python -m benchmarks.conv_winograd": Claim(
+        run="+ --batch 2 --rounds 1", why="batch 2, 1 round", says=("stride1_layers_winograd_speedup=",),
+        expect=("benchmarks/results/conv_winograd.json",)),
     "python -m benchmarks.pipeline_throughput": Claim(
         run="+ --steps 2", why="2 train steps", expect=("benchmarks/results/pipeline_throughput.json",)),
     "python -m benchmarks.train_step_speed": Claim(

@@ -153,3 +153,20 @@ def test_the_modern_protocol_script_runs_in_the_form_its_header_gives(tmp_path):
     out = tmp_path / "out"
     assert script("pack", str(out)).returncode == 0 and (out / "runs.tar.gz").exists()
     assert script().returncode == 2
+
+
+def test_winograd_convolution_equals_the_direct_one():
+    """benchmarks.conv_winograd times F(2x2, 3x3) against XLA's convolution: it must compute the same thing, on
+    any even size (not only square), any channel counts; an odd size is refused by name."""
+    import jax
+    import numpy as np
+
+    from benchmarks import conv_winograd
+
+    for shape, out in (((3, 6, 8, 5), 7), ((1, 2, 2, 1), 1), ((2, 32, 32, 64), 64)):
+        kx, kw = jax.random.split(jax.random.PRNGKey(sum(shape)))
+        x = jax.random.normal(kx, shape)
+        w = jax.random.normal(kw, (3, 3, shape[-1], out))
+        np.testing.assert_allclose(conv_winograd.winograd(x, w), conv_winograd.direct(x, w), rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="even height and width, got 5x8"):
+        conv_winograd.winograd(jax.numpy.zeros((1, 5, 8, 2)), jax.numpy.zeros((3, 3, 2, 2)))
