@@ -73,7 +73,7 @@ def winograd(x, w):
     return y.reshape(batch, h, wd, -1)  # (B, H/2, 2, W/2, 2, O): each tile's 2x2 outputs in place
 
 
-def _best(fn, args, rounds_of: list) -> None:
+def _time_once(fn, args, rounds_of: list) -> None:
     t0 = time.perf_counter()
     fn(*args).block_until_ready()
     rounds_of.append(time.perf_counter() - t0)
@@ -93,8 +93,8 @@ def measure(batches, rounds: int, seed: int = 0) -> dict:
             error = float(jax.numpy.max(jax.numpy.abs(ref - got)) / jax.numpy.max(jax.numpy.abs(ref)))
             times = {"direct": [], "winograd": []}
             for _ in range(rounds):  # in turn: drift on a shared machine hits both alike
-                _best(fd, (x, w), times["direct"])
-                _best(fw, (x, w), times["winograd"])
+                _time_once(fd, (x, w), times["direct"])
+                _time_once(fw, (x, w), times["winograd"])
             flops = 2 * batch * size * size * cin * cout * 9
             rows.append({"batch": batch, "layer": f"{size}x{size}x{cin}->{cout}", "layers_of_this_shape": count,
                          "direct_ms": 1000 * min(times["direct"]), "winograd_ms": 1000 * min(times["winograd"]),
