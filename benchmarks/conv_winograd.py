@@ -36,9 +36,8 @@ import numpy as np
 # (height = width, input channels, output channels, how many such layers) of classifier32's stride-1 3x3
 # convolutions after the first (whose 1 or 3 input channels make it 1% of the arithmetic).
 LAYERS = ((32, 64, 64, 1), (16, 128, 128, 2), (8, 128, 128, 2))
-B_T = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], np.float32)
+# Bᵀ and Aᵀ (the docstring) are applied as their sums and differences, in _rows and winograd.
 G = np.array([[1, 0, 0], [.5, .5, .5], [.5, -.5, .5], [0, 0, 1]], np.float32)
-A_T = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], np.float32)
 
 
 def direct(x, w):
@@ -49,7 +48,7 @@ def direct(x, w):
 
 
 def _rows(t, axis):
-    """Bᵀ applied along ``axis`` to the 4 taps of every tile, the tiles 2 apart: (…, 2n + 2, …) -> 4 x (…, n, …)."""
+    """Bᵀ along ``axis``, on the 4 taps of every tile (tiles 2 apart): (…, 2n + 2, …) -> 4 x (…, n, …)."""
     from jax import lax
 
     n = (t.shape[axis] - 2) // 2
@@ -114,7 +113,8 @@ def table(result: dict) -> str:
     lines = ["| batch | layer (x count) | direct ms | GFLOP/s | Winograd ms | speedup | max rel. error |",
              "| ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
     lines += [f"| {r['batch']} | {r['layer']} (x{r['layers_of_this_shape']}) | {r['direct_ms']:.1f} | "
-              f"{r['direct_gflops']:.0f} | {r['winograd_ms']:.1f} | {r['speedup']:.2f} | {r['max_relative_error']:.1e} |"
+              f"{r['direct_gflops']:.0f} | {r['winograd_ms']:.1f} | {r['speedup']:.2f} | "
+              f"{r['max_relative_error']:.1e} |"
               for r in result["rows"]]
     return "\n".join(lines)
 

@@ -15,7 +15,8 @@ source             read from                                          image shap
 
 Every path is ``builder.as_data_source()[split]`` → batched ``__getitems__`` reads → one uint8
 array (our builders' records decoded directly, :func:`_read_own`). Nothing here downloads: built-in TFDS
-datasets must already be prepared in array_record format (``tfds build mnist --file_format=array_record``), else a FileNotFoundError says how.
+datasets must already be prepared in array_record format (``tfds build mnist --file_format=array_record``),
+else a FileNotFoundError says how.
 
 Data directories: ``data_dir`` if given; otherwise our builders use ``$CAC_JAX_DATA_DIR`` or
 ``~/.cache/cac_jax/tensorflow_datasets``, and the built-in TFDS datasets TFDS's own default
@@ -253,8 +254,8 @@ def _prepare_locked(data: _OwnData, split: str) -> tuple[np.ndarray, np.ndarray]
         return data.read(split)
     except _Damaged as damage:
         raise damage.refused(
-            f"run again; if it recurs right after preparing, set CAC_JAX_DATA_DIR or --data-dir to a directory on "
-            f"another disk"
+            "run again; if it recurs right after preparing, set CAC_JAX_DATA_DIR or --data-dir to a directory on "
+            "another disk"
         ) from None
 
 

@@ -5,8 +5,8 @@ charges the wall time spent in it to ``name``, and so does ``with timing.section
 command (evaluation's own steps), which charges the active one, or nothing when none is. Compilation (tracing,
 lowering, XLA compilation or reading the persistent compilation cache) is reported by JAX's monitoring events
 as it happens; it is charged to ``compile`` and taken out of the section it happened in, so the sections never
-overlap and add up to the time spent inside them. Work JAX dispatches asynchronously (on an accelerator) is charged to the section
-that waits for it.
+overlap and add up to the time spent inside them. Work JAX dispatches asynchronously (on an accelerator) is
+charged to the section that waits for it.
 
 ``compilations`` counts the XLA compilations done (not read from the persistent cache), ``cache_hits`` the
 executables read from it.
